@@ -1,0 +1,1 @@
+"""modelshelf promoter."""

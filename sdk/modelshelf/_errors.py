@@ -1,0 +1,231 @@
+"""Every error modelshelf raises, under one root.
+
+Each class carries the CLI exit code that ``modelshelf`` returns for it; the codes are
+listed in the README and never reused::
+
+    ModelshelfError (1)
+    ├── InvalidInputError (2)            bad input; refused before anything is written
+    │   ├── InvalidNameError (10)
+    │   ├── InvalidVersionError (11)
+    │   ├── InvalidReferenceError (12)
+    │   ├── InvalidCardError (13)
+    │   ├── SourceError (14)             the source path is missing or unreadable
+    │   ├── InvalidAliasesError (15)     an alias change or aliases object that breaks a rule
+    │   ├── InvalidPolicyError (16)
+    │   ├── InvalidEventError (17)
+    │   └── InvalidKeyError (18)         a store key that is empty or escapes the root
+    ├── NotFoundError (20)
+    │   ├── ModelNotFoundError (21)
+    │   ├── VersionNotFoundError (22)
+    │   ├── AliasNotSetError (23)
+    │   └── KeyNotFoundError (24)        a store-level miss
+    ├── ConflictError (30)               someone else won; re-read and decide again
+    │   ├── VersionExistsError (31)
+    │   ├── PreconditionFailedError (32) a conditional write lost (412 / file exists / etag moved)
+    │   └── PromotionConflictError (33)  another promoter run changed the canary first
+    ├── SchemaChangeError (40)           schema changed without a MAJOR bump
+    ├── IntegrityError (50)              stored bytes do not match their sha256
+    ├── StoreError (60)                  the store failed us
+    │   ├── StoreUnavailableError (61)   retries exhausted (5xx, timeouts, 409 conflicts)
+    │   ├── CommitStateUnknownError (62) a write may or may not have landed; re-read
+    │   └── AccessDeniedError (63)
+    └── ConfigurationError (70)          a registry URI, endpoint or setting that cannot work
+
+"Someone else won" (:class:`ConflictError`) and "outcome unknown"
+(:class:`CommitStateUnknownError`) are kept apart on purpose: the first is an answer, the
+second asks the caller to read the state again before deciding anything.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AccessDeniedError",
+    "AliasNotSetError",
+    "CommitStateUnknownError",
+    "ConfigurationError",
+    "ConflictError",
+    "IntegrityError",
+    "InvalidAliasesError",
+    "InvalidCardError",
+    "InvalidEventError",
+    "InvalidInputError",
+    "InvalidKeyError",
+    "InvalidNameError",
+    "InvalidPolicyError",
+    "InvalidReferenceError",
+    "InvalidVersionError",
+    "KeyNotFoundError",
+    "ModelNotFoundError",
+    "ModelshelfError",
+    "NotFoundError",
+    "PreconditionFailedError",
+    "PromotionConflictError",
+    "SchemaChangeError",
+    "SourceError",
+    "StoreError",
+    "StoreUnavailableError",
+    "VersionExistsError",
+    "VersionNotFoundError",
+]
+
+
+class ModelshelfError(Exception):
+    """Root of every error modelshelf raises."""
+
+    exit_code: int = 1
+
+
+class InvalidInputError(ModelshelfError):
+    """Input that breaks a rule; nothing was written."""
+
+    exit_code = 2
+
+
+class InvalidNameError(InvalidInputError):
+    """A model name that does not match ``[a-z0-9][a-z0-9._-]{0,127}``."""
+
+    exit_code = 10
+
+
+class InvalidVersionError(InvalidInputError):
+    """A version that is not exactly ``MAJOR.MINOR.PATCH``, or a bad bump."""
+
+    exit_code = 11
+
+
+class InvalidReferenceError(InvalidInputError):
+    """A model reference such as ``iris:1.2.0`` or ``iris@active`` that does not parse."""
+
+    exit_code = 12
+
+
+class InvalidCardError(InvalidInputError):
+    """A model card that does not validate."""
+
+    exit_code = 13
+
+
+class SourceError(InvalidInputError):
+    """A push source that is missing, unreadable or empty."""
+
+    exit_code = 14
+
+
+class InvalidAliasesError(InvalidInputError):
+    """An alias change, or a stored aliases object, that breaks the alias rules."""
+
+    exit_code = 15
+
+
+class InvalidPolicyError(InvalidInputError):
+    """A promotion policy that does not validate."""
+
+    exit_code = 16
+
+
+class InvalidEventError(InvalidInputError):
+    """A promoter event that does not validate."""
+
+    exit_code = 17
+
+
+class InvalidKeyError(InvalidInputError):
+    """A store key that is empty, absolute, or escapes the registry root."""
+
+    exit_code = 18
+
+
+class NotFoundError(ModelshelfError):
+    """Something asked for does not exist."""
+
+    exit_code = 20
+
+
+class ModelNotFoundError(NotFoundError):
+    """No version of this model was ever committed."""
+
+    exit_code = 21
+
+
+class VersionNotFoundError(NotFoundError):
+    """The model exists but not this version."""
+
+    exit_code = 22
+
+
+class AliasNotSetError(NotFoundError):
+    """The alias asked for (``active`` or ``canary``) points at no version."""
+
+    exit_code = 23
+
+
+class KeyNotFoundError(NotFoundError):
+    """The store holds no object under this key."""
+
+    exit_code = 24
+
+
+class ConflictError(ModelshelfError):
+    """Another writer won a race; re-read and decide again."""
+
+    exit_code = 30
+
+
+class VersionExistsError(ConflictError):
+    """The version is already committed with different content."""
+
+    exit_code = 31
+
+
+class PreconditionFailedError(ConflictError):
+    """A conditional write lost: the key exists, or its etag moved."""
+
+    exit_code = 32
+
+
+class PromotionConflictError(ConflictError):
+    """Another promoter run changed the canary before this one could."""
+
+    exit_code = 33
+
+
+class SchemaChangeError(ModelshelfError):
+    """The card's input or output schema changed without a MAJOR bump."""
+
+    exit_code = 40
+
+
+class IntegrityError(ModelshelfError):
+    """Stored bytes do not match the sha256 that names them."""
+
+    exit_code = 50
+
+
+class StoreError(ModelshelfError):
+    """The object store failed."""
+
+    exit_code = 60
+
+
+class StoreUnavailableError(StoreError):
+    """The store kept failing (5xx, timeouts, 409 conflicts) after every retry."""
+
+    exit_code = 61
+
+
+class CommitStateUnknownError(StoreError):
+    """A write may or may not have landed; read the state again before deciding."""
+
+    exit_code = 62
+
+
+class AccessDeniedError(StoreError):
+    """The store refused the credentials for this operation."""
+
+    exit_code = 63
+
+
+class ConfigurationError(ModelshelfError):
+    """A registry URI, endpoint or setting that cannot work."""
+
+    exit_code = 70

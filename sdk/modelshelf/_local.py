@@ -1,0 +1,297 @@
+"""A registry in a local folder, with the same guarantees as S3's conditional writes.
+
+Create-if-absent writes a temp file, fsyncs it and ``os.link``s it onto the key: ``link``
+fails if the name exists, so exactly one of several racing writers wins and nobody ever sees
+a half-written file. Replace-if-match takes an exclusive ``flock`` for the key, compares the
+etag and ``os.replace``s. An etag names one inode generation (inode, mtime, size): every write
+lands as a fresh file, so any change gives a new etag.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from ._errors import (
+    ConfigurationError,
+    IntegrityError,
+    KeyNotFoundError,
+    PreconditionFailedError,
+)
+from ._store import (
+    CREATE,
+    OVERWRITE,
+    IfMatch,
+    ObjectInfo,
+    ProgressCallback,
+    PutMode,
+    StoredObject,
+    check_key,
+)
+
+__all__ = ["LocalStore"]
+
+_CHUNK = 8 * 1024 * 1024
+# Bookkeeping lives beside the data on the same filesystem (link and replace need that),
+# under names a listing never returns.
+_TMP_DIR = ".modelshelf-tmp"
+_LOCK_DIR = ".modelshelf-locks"
+
+
+def _etag(st: os.stat_result) -> str:
+    return f"{st.st_ino:x}-{st.st_mtime_ns:x}-{st.st_size:x}"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class LocalStore:
+    """A store in a local folder (``file:///path`` or a plain path).
+
+    Args:
+        root: The folder, a ``file://`` URI, or a plain path; created when missing.
+        fsync: Flush data to disk before each commit. Leave on for real registries.
+    """
+
+    def __init__(self, root: str | os.PathLike[str], *, fsync: bool = True) -> None:
+        text = os.fspath(root)
+        if text.startswith("file://"):
+            parsed = urlparse(text)
+            if parsed.netloc not in ("", "localhost"):
+                raise ConfigurationError(
+                    f"file URI {text!r} names a host; use file:///absolute/path"
+                )
+            text = unquote(parsed.path)
+        self._root = Path(text).expanduser().resolve()
+        try:
+            self._root.mkdir(parents=True, exist_ok=True)
+            (self._root / _TMP_DIR).mkdir(exist_ok=True)
+            (self._root / _LOCK_DIR).mkdir(exist_ok=True)
+        except OSError as exc:
+            raise ConfigurationError(
+                f"cannot create the registry folder {self._root}: {exc.strerror}"
+            ) from exc
+        self._fsync = fsync
+
+    @property
+    def uri(self) -> str:
+        return self._root.as_uri()
+
+    @property
+    def root(self) -> Path:
+        """The folder this store writes into."""
+        return self._root
+
+    def __repr__(self) -> str:
+        return f"LocalStore({str(self._root)!r})"
+
+    # -- paths -------------------------------------------------------------------------
+
+    def _path(self, key: str) -> Path:
+        check_key(key)
+        if key.split("/", 1)[0] in (_TMP_DIR, _LOCK_DIR):
+            check_key("..")  # raises: bookkeeping names are not keys
+        path = self._root / key
+        # check_key already refuses '..'; this guards against symlinks inside the root.
+        if not path.resolve().is_relative_to(self._root) and not path.is_symlink():
+            check_key("..")
+        return path
+
+    @contextlib.contextmanager
+    def _lock(self, key: str) -> Iterator[None]:
+        name = hashlib.sha1(key.encode()).hexdigest()
+        fd = os.open(self._root / _LOCK_DIR / name, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def _tempfile(self) -> tuple[int, Path]:
+        fd, name = tempfile.mkstemp(dir=self._root / _TMP_DIR, prefix="put-")
+        return fd, Path(name)
+
+    # -- reads -------------------------------------------------------------------------
+
+    def get(self, key: str, *, if_none_match: str | None = None) -> StoredObject | None:
+        path = self._path(key)
+        try:
+            with open(path, "rb") as fh:
+                etag = _etag(os.fstat(fh.fileno()))
+                if if_none_match is not None and if_none_match == etag:
+                    return None
+                return StoredObject(key=key, data=fh.read(), etag=etag)
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
+            raise KeyNotFoundError(f"no object {key!r} in {self.uri}") from exc
+
+    def head(self, key: str) -> ObjectInfo:
+        path = self._path(key)
+        try:
+            st = path.stat()
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            raise KeyNotFoundError(f"no object {key!r} in {self.uri}") from exc
+        if not path.is_file():
+            raise KeyNotFoundError(f"no object {key!r} in {self.uri}")
+        return ObjectInfo(key, st.st_size, _etag(st), datetime.fromtimestamp(st.st_mtime, UTC))
+
+    def get_file(
+        self, key: str, dest: Path, *, progress: ProgressCallback | None = None
+    ) -> ObjectInfo:
+        path = self._path(key)
+        try:
+            src = open(path, "rb")  # noqa: SIM115 - closed below
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
+            raise KeyNotFoundError(f"no object {key!r} in {self.uri}") from exc
+        with src, open(dest, "wb") as out:
+            st = os.fstat(src.fileno())
+            if progress is None:
+                # copy_file_range/sendfile in the kernel: no bytes through Python.
+                _copy_fd(src.fileno(), out.fileno(), st.st_size)
+            else:
+                while chunk := src.read(_CHUNK):
+                    out.write(chunk)
+                    progress(len(chunk))
+        return ObjectInfo(key, st.st_size, _etag(st), datetime.fromtimestamp(st.st_mtime, UTC))
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        base = self._root / prefix.rsplit("/", 1)[0] if "/" in prefix else self._root
+        if not base.is_dir():
+            return iter(())
+        found: list[tuple[str, Path]] = []
+        for dirpath, dirnames, filenames in os.walk(base):
+            if Path(dirpath) == self._root:
+                dirnames[:] = [d for d in dirnames if d not in (_TMP_DIR, _LOCK_DIR)]
+            rel_dir = os.path.relpath(dirpath, self._root)
+            for name in filenames:
+                key = name if rel_dir == "." else f"{rel_dir}/{name}"
+                if key.startswith(prefix):
+                    found.append((key, Path(dirpath) / name))
+        found.sort(key=lambda item: item[0].encode())
+        return self._infos(found)
+
+    def _infos(self, found: list[tuple[str, Path]]) -> Iterator[ObjectInfo]:
+        for key, path in found:
+            try:
+                st = path.stat()
+            except FileNotFoundError:
+                continue  # deleted while we listed
+            yield ObjectInfo(key, st.st_size, _etag(st), datetime.fromtimestamp(st.st_mtime, UTC))
+
+    # -- writes ------------------------------------------------------------------------
+
+    def put(self, key: str, data: bytes, *, mode: PutMode = CREATE) -> str:
+        path = self._path(key)
+        fd, tmp = self._tempfile()
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                if self._fsync:
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            return self._commit(key, path, tmp, mode)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def put_file(
+        self,
+        key: str,
+        path: Path,
+        *,
+        mode: PutMode = CREATE,
+        sha256: str | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> str:
+        target = self._path(key)
+        fd, tmp = self._tempfile()
+        try:
+            digest = hashlib.sha256()
+            with open(path, "rb") as src, os.fdopen(fd, "wb") as out:
+                while chunk := src.read(_CHUNK):
+                    digest.update(chunk)
+                    out.write(chunk)
+                    if progress is not None:
+                        progress(len(chunk))
+                if self._fsync:
+                    out.flush()
+                    os.fsync(out.fileno())
+            if sha256 is not None and digest.hexdigest() != sha256:
+                raise IntegrityError(
+                    f"{path} changed while it was uploaded (sha256 {digest.hexdigest()} "
+                    f"!= {sha256}); nothing was written"
+                )
+            return self._commit(key, target, tmp, mode)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def _commit(self, key: str, path: Path, tmp: Path, mode: PutMode) -> str:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if mode == CREATE:
+            try:
+                os.link(tmp, path)
+            except FileExistsError as exc:
+                raise PreconditionFailedError(f"{key!r} already exists in {self.uri}") from exc
+        elif mode == OVERWRITE:
+            os.replace(tmp, path)
+        elif isinstance(mode, IfMatch):
+            with self._lock(key):
+                try:
+                    current = _etag(path.stat())
+                except FileNotFoundError as exc:
+                    raise PreconditionFailedError(
+                        f"{key!r} does not exist in {self.uri}; cannot replace it by etag"
+                    ) from exc
+                if current != mode.etag:
+                    raise PreconditionFailedError(
+                        f"{key!r} changed in {self.uri} (etag {current}, expected {mode.etag})"
+                    )
+                os.replace(tmp, path)
+        else:  # pragma: no cover - guarded by the type
+            raise TypeError(f"unknown put mode {mode!r}")
+        if self._fsync:
+            _fsync_dir(path.parent)
+        return _etag(path.stat())
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        with self._lock(key):
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                return
+        # Drop empty parent folders so listings and walks stay fast.
+        parent = path.parent
+        while parent != self._root:
+            try:
+                parent.rmdir()
+            except OSError as exc:
+                if exc.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOENT):
+                    break
+                raise
+            parent = parent.parent
+
+
+def _copy_fd(src: int, dst: int, size: int) -> None:
+    remaining = size
+    offset = 0
+    while remaining > 0:
+        try:
+            sent = os.copy_file_range(src, dst, remaining, offset)  # type: ignore[attr-defined]
+        except (AttributeError, OSError):
+            sent = os.sendfile(dst, src, offset, remaining)
+        if sent == 0:
+            break
+        offset += sent
+        remaining -= sent

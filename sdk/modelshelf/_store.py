@@ -1,0 +1,156 @@
+"""The narrow store protocol every backend implements.
+
+A registry needs only five operations from its object store; everything else (versions,
+aliases, metrics) is built on them. Put modes follow obspec: create-if-absent, overwrite,
+or replace-if-the-etag-still-matches.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Literal, Protocol, runtime_checkable
+
+from ._errors import InvalidKeyError
+
+__all__ = [
+    "CREATE",
+    "OVERWRITE",
+    "IfMatch",
+    "ObjectInfo",
+    "ProgressCallback",
+    "PutMode",
+    "Store",
+    "StoredObject",
+    "check_key",
+]
+
+ProgressCallback = Callable[[int], None]
+"""Called with the number of bytes just transferred."""
+
+
+@dataclass(frozen=True)
+class IfMatch:
+    """Put mode: replace the object only if its current etag is ``etag``."""
+
+    etag: str
+
+
+CREATE: Literal["create"] = "create"
+"""Put mode: write only if no object exists under the key (``If-None-Match: *``)."""
+OVERWRITE: Literal["overwrite"] = "overwrite"
+"""Put mode: write unconditionally."""
+
+PutMode = Literal["create", "overwrite"] | IfMatch
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """What a listing or a HEAD tells about one object."""
+
+    key: str
+    size: int
+    etag: str
+    last_modified: datetime | None = None
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """An object's bytes with the etag they were read at."""
+
+    key: str
+    data: bytes
+    etag: str
+
+
+@runtime_checkable
+class Store(Protocol):
+    """An object store rooted at a registry URI; keys are relative ``a/b/c`` paths."""
+
+    @property
+    def uri(self) -> str:
+        """The registry root this store addresses (``s3://bucket/prefix`` or ``file:///path``)."""
+        ...
+
+    def get(self, key: str, *, if_none_match: str | None = None) -> StoredObject | None:
+        """Read an object.
+
+        Args:
+            key: The object key.
+            if_none_match: An etag the caller already holds.
+
+        Returns:
+            The object, or ``None`` when ``if_none_match`` still matches (HTTP 304).
+
+        Raises:
+            KeyNotFoundError: No object under ``key``.
+        """
+        ...
+
+    def head(self, key: str) -> ObjectInfo:
+        """Size and etag of an object; raises ``KeyNotFoundError`` when absent."""
+        ...
+
+    def put(self, key: str, data: bytes, *, mode: PutMode = CREATE) -> str:
+        """Write ``data`` under ``key`` and return the new etag.
+
+        Raises:
+            PreconditionFailedError: ``mode`` was CREATE and the key exists, or
+                ``IfMatch`` and the etag moved (or the key is gone).
+        """
+        ...
+
+    def put_file(
+        self,
+        key: str,
+        path: Path,
+        *,
+        mode: PutMode = CREATE,
+        sha256: str | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> str:
+        """Upload a file, in parallel parts where the backend supports it.
+
+        Args:
+            key: The object key.
+            path: The local file.
+            mode: As for :meth:`put`.
+            sha256: The hex digest the caller computed beforehand; the upload hashes the
+                bytes it reads and raises ``IntegrityError`` (writing nothing) when the file
+                changed in between.
+            progress: Called with byte counts as parts complete.
+        """
+        ...
+
+    def get_file(
+        self, key: str, dest: Path, *, progress: ProgressCallback | None = None
+    ) -> ObjectInfo:
+        """Download an object into ``dest`` (created or truncated)."""
+        ...
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Objects whose keys start with ``prefix``, in key order."""
+        ...
+
+    def delete(self, key: str) -> None:
+        """Remove an object; removing a missing key is not an error."""
+        ...
+
+
+def check_key(key: str) -> str:
+    """Refuse keys that are empty, absolute, or climb out of the root.
+
+    Raises:
+        InvalidKeyError: With the offending key.
+    """
+    if not key or key.startswith("/") or "\\" in key or "\x00" in key:
+        raise InvalidKeyError(f"invalid store key {key!r}: keys are relative 'a/b/c' paths")
+    parts = key.split("/")
+    if any(part in ("", ".", "..") for part in parts) or posixpath.normpath(key) != key:
+        raise InvalidKeyError(
+            f"invalid store key {key!r}: empty, '.' or '..' path segments are not allowed"
+        )
+    return key
