@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from ._alias_ops import AliasOperations
 from ._card import FileEntry, ModelCard, ModelVersion, card_from_input, utcnow
 from ._errors import (
     InvalidCardError,
@@ -57,7 +58,7 @@ def default_user() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
-class Registry:
+class Registry(AliasOperations):
     """A model registry rooted at an S3 prefix or a local folder.
 
     Args:

@@ -1,0 +1,181 @@
+"""The alias half of :class:`~modelshelf.Registry`: blue-green flips, canaries, rollback."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from ._aliases import (
+    Aliases,
+    HistoryRecord,
+    ServedVersion,
+    apply_change,
+    iter_history_newest_first,
+    read_aliases,
+    read_history,
+    rollback_target,
+    served_at,
+)
+from ._card import utcnow
+from ._errors import InvalidAliasesError
+from ._refs import check_name, parse_version
+
+if TYPE_CHECKING:
+    from ._store import Store
+
+__all__ = ["AliasOperations"]
+
+
+def _check_ratio(ratio: float) -> float:
+    if isinstance(ratio, bool) or not isinstance(ratio, int | float) or not 0.0 <= ratio <= 1.0:
+        raise InvalidAliasesError(
+            f"invalid canary ratio {ratio!r}: give the canary's share as a number in [0, 1]"
+        )
+    return float(ratio)
+
+
+class AliasOperations:
+    """Alias methods mixed into :class:`~modelshelf.Registry`.
+
+    Every change goes through one linearizable update that first claims a history record;
+    each takes an optional ``reason`` that the record keeps.
+    """
+
+    store: Store
+    user: str
+
+    def aliases(self, name: str) -> Aliases:
+        """The current aliases of ``name`` (all empty, generation 0, when never set)."""
+        return read_aliases(self.store, check_name(name))[0]
+
+    def history(self, name: str) -> list[HistoryRecord]:
+        """Every alias change of ``name``, oldest first."""
+        return read_history(self.store, name)
+
+    def set_active(self, name: str, version: str, *, reason: str | None = None) -> Aliases:
+        """Point ``active`` at ``version`` (a blue-green flip); any canary is dropped.
+
+        Raises:
+            InvalidAliasesError: ``version`` is not committed.
+        """
+        parse_version(version)
+
+        def change(current: Aliases) -> dict[str, Any]:
+            return {"active": version, "canary": None, "ratio": 0.0, "canary_started_at": None}
+
+        return self._apply(name, "set_active", change, reason)
+
+    def start_canary(
+        self,
+        name: str,
+        version: str,
+        ratio: float,
+        *,
+        reason: str | None = None,
+        allow_major: bool = False,
+    ) -> Aliases:
+        """Send ``ratio`` of traffic to ``version`` beside the active one.
+
+        Raises:
+            InvalidAliasesError: No active version, the same version, another MAJOR without
+                ``allow_major``, or a ratio outside [0, 1].
+        """
+        parse_version(version)
+        share = _check_ratio(ratio)
+
+        def change(current: Aliases) -> dict[str, Any]:
+            if current.active is None:
+                raise InvalidAliasesError(
+                    f"cannot start a canary of {name!r}: no active version yet "
+                    f"(run 'modelshelf alias set {name} VERSION' first)"
+                )
+            return {"canary": version, "ratio": share, "canary_started_at": utcnow()}
+
+        return self._apply(name, "start_canary", change, reason, allow_major=allow_major)
+
+    def set_ratio(self, name: str, ratio: float, *, reason: str | None = None) -> Aliases:
+        """Change the canary's share of traffic.
+
+        Raises:
+            InvalidAliasesError: No canary is running, or the ratio is outside [0, 1].
+        """
+        share = _check_ratio(ratio)
+
+        def change(current: Aliases) -> dict[str, Any]:
+            if current.canary is None:
+                raise InvalidAliasesError(f"cannot set a ratio: {name!r} has no canary")
+            return {"ratio": share}
+
+        return self._apply(name, "set_ratio", change, reason, allow_major=True)
+
+    def promote(self, name: str, *, reason: str | None = None) -> Aliases:
+        """Make the canary the active version (ratio back to 0).
+
+        Raises:
+            InvalidAliasesError: No canary is running.
+        """
+
+        def change(current: Aliases) -> dict[str, Any]:
+            if current.canary is None:
+                raise InvalidAliasesError(f"cannot promote: {name!r} has no canary")
+            return {"active": current.canary, "canary": None, "ratio": 0.0,
+                    "canary_started_at": None}
+
+        return self._apply(name, "promote", change, reason, allow_major=True)
+
+    def abort_canary(self, name: str, *, reason: str | None = None) -> Aliases:
+        """Stop the canary; all traffic returns to the active version.
+
+        Raises:
+            InvalidAliasesError: No canary is running.
+        """
+
+        def change(current: Aliases) -> dict[str, Any]:
+            if current.canary is None:
+                raise InvalidAliasesError(f"cannot abort: {name!r} has no canary")
+            return {"canary": None, "ratio": 0.0, "canary_started_at": None}
+
+        return self._apply(name, "abort_canary", change, reason)
+
+    def rollback(self, name: str, *, reason: str | None = None) -> Aliases:
+        """Return ``active`` to the version that was active before it, in one call.
+
+        Any canary is dropped. Rolling back twice returns to where you started.
+
+        Raises:
+            InvalidAliasesError: Nothing was active before.
+        """
+
+        def change(current: Aliases) -> dict[str, Any]:
+            target = rollback_target(iter_history_newest_first(self.store, name), current)
+            return {"active": target, "canary": None, "ratio": 0.0, "canary_started_at": None}
+
+        return self._apply(name, "rollback", change, reason, allow_major=True)
+
+    def served_at(
+        self, name: str, when: datetime, *, grace: timedelta = timedelta(seconds=60)
+    ) -> list[ServedVersion]:
+        """Which versions could have served a prediction at ``when``.
+
+        Args:
+            name: The model.
+            when: The instant (naive means UTC).
+            grace: How long a server may keep serving a replaced state (poll interval plus
+                load time); the default suits the serving client's defaults.
+        """
+        return served_at(self.history(name), when, grace)
+
+    def _apply(
+        self,
+        name: str,
+        action: Any,
+        change: Any,
+        reason: str | None,
+        *,
+        allow_major: bool = False,
+    ) -> Aliases:
+        record = apply_change(
+            self,  # type: ignore[arg-type]
+            name, action, change, reason=reason, allow_major=allow_major,
+        )
+        return record.state
