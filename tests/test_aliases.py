@@ -126,8 +126,7 @@ def test_served_at_answers_from_history(registry: Registry) -> None:
     assert served == {"1.0.0"}
     # with a grace window the replaced state still counts right after the change
     served = {
-        s.version
-        for s in registry.served_at("iris", datetime.now(UTC), grace=timedelta(hours=1))
+        s.version for s in registry.served_at("iris", datetime.now(UTC), grace=timedelta(hours=1))
     }
     assert served == {"1.0.0", "1.1.0"}
 
@@ -145,8 +144,9 @@ def _random_changes(root: str, seed: int, count: int) -> int:
             if op == "active":
                 registry.set_active("iris", rng.choice(VERSIONS[:4]), reason=f"w{seed}-{done}")
             elif op == "canary":
-                registry.start_canary("iris", rng.choice(VERSIONS[:4]), rng.random(),
-                                      reason=f"w{seed}-{done}")
+                registry.start_canary(
+                    "iris", rng.choice(VERSIONS[:4]), rng.random(), reason=f"w{seed}-{done}"
+                )
             elif op == "ratio":
                 registry.set_ratio("iris", rng.random(), reason=f"w{seed}-{done}")
             elif op == "promote":

@@ -118,8 +118,12 @@ class AliasOperations:
         def change(current: Aliases) -> dict[str, Any]:
             if current.canary is None:
                 raise InvalidAliasesError(f"cannot promote: {name!r} has no canary")
-            return {"active": current.canary, "canary": None, "ratio": 0.0,
-                    "canary_started_at": None}
+            return {
+                "active": current.canary,
+                "canary": None,
+                "ratio": 0.0,
+                "canary_started_at": None,
+            }
 
         return self._apply(name, "promote", change, reason, allow_major=True)
 
@@ -176,6 +180,10 @@ class AliasOperations:
     ) -> Aliases:
         record = apply_change(
             self,  # type: ignore[arg-type]
-            name, action, change, reason=reason, allow_major=allow_major,
+            name,
+            action,
+            change,
+            reason=reason,
+            allow_major=allow_major,
         )
         return record.state

@@ -108,7 +108,9 @@ def parse_aliases(data: bytes, source: str = "aliases.json") -> Aliases:
     try:
         return Aliases.model_validate_json(data)
     except ValidationError as exc:
-        raise InvalidAliasesError(f"invalid aliases object {source}: {exc.errors()[0]['msg']}") from exc
+        raise InvalidAliasesError(
+            f"invalid aliases object {source}: {exc.errors()[0]['msg']}"
+        ) from exc
 
 
 class HistoryRecord(BaseModel):
@@ -161,7 +163,9 @@ def _read_record(store: Store, name: str, generation: int) -> HistoryRecord | No
 def _swap(store: Store, name: str, state: Aliases, etag: str | None) -> None:
     """Install ``state`` as aliases.json if it still is at ``etag``; losing is fine."""
     try:
-        store.put(aliases_key(name), state.to_json(), mode=CREATE if etag is None else IfMatch(etag))
+        store.put(
+            aliases_key(name), state.to_json(), mode=CREATE if etag is None else IfMatch(etag)
+        )
     except PreconditionFailedError:
         pass  # someone else moved it forward; the caller re-reads
 
@@ -250,13 +254,17 @@ def _check_versions(registry: Registry, name: str, state: Aliases, allow_major: 
                 f"cannot make {name}:{version} {role}: that version is not committed "
                 f"(push it first; 'modelshelf list {name}' shows the versions)"
             ) from exc
-    if state.canary and state.active and not allow_major:
-        if version_key(state.canary)[0] != version_key(state.active)[0]:
-            raise InvalidAliasesError(
-                f"canary {state.canary} has another MAJOR version than active {state.active}; "
-                "a schema change cannot share traffic safely (pass allow_major=True / "
-                "--allow-major if the server handles both)"
-            )
+    if (
+        state.canary
+        and state.active
+        and not allow_major
+        and version_key(state.canary)[0] != version_key(state.active)[0]
+    ):
+        raise InvalidAliasesError(
+            f"canary {state.canary} has another MAJOR version than active {state.active}; "
+            "a schema change cannot share traffic safely (pass allow_major=True / "
+            "--allow-major if the server handles both)"
+        )
 
 
 def read_history(store: Store, name: str) -> list[HistoryRecord]:
@@ -332,13 +340,21 @@ def served_at(
             if state.active:
                 found.setdefault(
                     (state.active, "active"),
-                    ServedVersion(version=state.active, role="active",
-                                  generation=state.generation, ratio=1.0 - state.ratio),
+                    ServedVersion(
+                        version=state.active,
+                        role="active",
+                        generation=state.generation,
+                        ratio=1.0 - state.ratio,
+                    ),
                 )
             if state.canary and state.ratio > 0:
                 found.setdefault(
                     (state.canary, "canary"),
-                    ServedVersion(version=state.canary, role="canary",
-                                  generation=state.generation, ratio=state.ratio),
+                    ServedVersion(
+                        version=state.canary,
+                        role="canary",
+                        generation=state.generation,
+                        ratio=state.ratio,
+                    ),
                 )
     return list(found.values())

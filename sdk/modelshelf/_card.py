@@ -116,7 +116,8 @@ def card_from_input(card: ModelCard | dict[str, Any] | None) -> ModelCard:
         return ModelCard.model_validate(card)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'card'}: {err['msg']}" for err in exc.errors()
+            f"{'.'.join(str(p) for p in err['loc']) or 'card'}: {err['msg']}"
+            for err in exc.errors()
         )
         raise InvalidCardError(f"invalid model card: {problems}") from exc
 

@@ -68,7 +68,7 @@ class Registry(AliasOperations):
         user: Recorded as ``created_by`` and on alias changes; default ``MODELSHELF_USER``
             or ``user@host``.
         max_workers: Parallel blob transfers.
-        **store_options: For ``s3://`` URIs: ``client``, ``endpoint_url``, ``profile``, ``region``...
+        **store_options: For ``s3://`` URIs: ``client``, ``endpoint_url``, ``profile``...
     """
 
     def __init__(
@@ -157,9 +157,7 @@ class Registry(AliasOperations):
             obj = self.store.get(version_key_path(name, version))
         except KeyNotFoundError as exc:
             if not self.versions(name):
-                raise ModelNotFoundError(
-                    f"model {name!r} has no versions in {self.uri}"
-                ) from exc
+                raise ModelNotFoundError(f"model {name!r} has no versions in {self.uri}") from exc
             raise VersionNotFoundError(
                 f"{name}:{version} does not exist in {self.uri}; "
                 f"known versions: {', '.join(self.versions(name)[-5:])}"
@@ -288,8 +286,12 @@ class Registry(AliasOperations):
                 name=name,
                 version=target,
                 card=card.model_copy(
-                    update={"name": name, "version": target, "created_at": card.created_at or now,
-                            "updated_at": now}
+                    update={
+                        "name": name,
+                        "version": target,
+                        "created_at": card.created_at or now,
+                        "updated_at": now,
+                    }
                 ),
                 files=sorted(files, key=lambda f: f.path),
                 created_at=now,
@@ -315,8 +317,12 @@ class Registry(AliasOperations):
     ) -> ModelVersion | None:
         existing = self._read_manifest(name, version)
         probe = ModelVersion(
-            name=name, version=version, card=card, files=files,
-            created_at=existing.created_at, created_by=existing.created_by,
+            name=name,
+            version=version,
+            card=card,
+            files=files,
+            created_at=existing.created_at,
+            created_by=existing.created_by,
         )
         if (
             existing.files_digest() == probe.files_digest()
@@ -371,7 +377,10 @@ class Registry(AliasOperations):
 
         def one(entry: FileEntry) -> None:
             self.cache.fetch(
-                self.store, blob_key(manifest.name, entry.sha256), entry.sha256, entry.size,
+                self.store,
+                blob_key(manifest.name, entry.sha256),
+                entry.sha256,
+                entry.size,
                 progress,
             )
 
