@@ -9,6 +9,7 @@ import socket
 import tempfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from ._errors import (
     VersionExistsError,
     VersionNotFoundError,
 )
+from ._gc import GcPlan, plan_gc, run_gc
 from ._refs import ModelRef, bump_version, check_name, parse_ref, parse_version, version_key
 from ._store import CREATE, Store
 from ._transfer import BlobCache, SourceFile, collect_source, default_cache_dir, sha256_file
@@ -225,23 +227,45 @@ class Registry(AliasOperations):
 
         with tempfile.TemporaryDirectory(prefix="modelshelf-push-") as workdir:
             files = collect_source(source, Path(workdir))
-            entries = self._upload_blobs(name, files, progress)
-            return self._commit(name, the_card, entries, version, bump, allow_schema_change)
+            entries, reused = self._upload_blobs(name, files, progress)
+            manifest = self._commit(name, the_card, entries, version, bump, allow_schema_change)
+            self._repair_reused(name, files, entries, reused)
+            return manifest
+
+    def _repair_reused(
+        self, name: str, files: list[SourceFile], entries: list[FileEntry], reused: set[str]
+    ) -> None:
+        # A concurrent gc may have deleted a blob this push found and reused; put it back so
+        # the committed version is whole (gc only deletes blobs no committed version needs).
+        for f, entry in zip(files, entries, strict=True):
+            if entry.sha256 not in reused:
+                continue
+            key = blob_key(name, entry.sha256)
+            try:
+                self.store.head(key)
+            except KeyNotFoundError:
+                try:
+                    self.store.put_file(key, f.local, mode=CREATE, sha256=entry.sha256)
+                except PreconditionFailedError:
+                    pass
 
     def _upload_blobs(
         self, name: str, files: list[SourceFile], progress: Progress | None
-    ) -> list[FileEntry]:
+    ) -> tuple[list[FileEntry], set[str]]:
         seen_paths = set()
         for f in files:
             if f.path in seen_paths:
                 raise SourceError(f"two files map to the same path {f.path!r}")
             seen_paths.add(f.path)
 
+        reused: set[str] = set()
+
         def one(f: SourceFile) -> FileEntry:
             digest = sha256_file(f.local)
             key = blob_key(name, digest)
             try:
                 self.store.head(key)
+                reused.add(digest)
                 if progress is not None:
                     progress(f.size)
             except KeyNotFoundError:
@@ -253,9 +277,9 @@ class Registry(AliasOperations):
 
         workers = max(1, min(self.max_workers, len(files)))
         if workers == 1:
-            return [one(f) for f in files]
+            return [one(f) for f in files], reused
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            return list(pool.map(one, files))
+            return list(pool.map(one, files)), reused
 
     def _commit(
         self,
@@ -302,11 +326,17 @@ class Registry(AliasOperations):
                 self.store.put(version_key_path(name, target), manifest.to_json(), mode=CREATE)
                 return manifest
             except PreconditionFailedError:
+                if version is None:
+                    # A bump asks for a new number: another writer took this one, so take
+                    # the next, even when its content equals ours. Only our own earlier
+                    # attempt (byte-identical manifest, after an ambiguous retry) counts.
+                    if self._read_manifest(name, target).to_json() == manifest.to_json():
+                        return manifest
+                    continue
                 same = self._identical(name, target, card, files)
                 if same is not None:
                     return same
-                if version is not None:
-                    raise self._exists_error(name, target, self.versions(name)) from None
+                raise self._exists_error(name, target, self.versions(name)) from None
         raise VersionExistsError(
             f"could not allocate a new version of {name!r} after {_MAX_BUMP_ATTEMPTS} attempts; "
             "too many concurrent pushes, try again"
@@ -454,3 +484,29 @@ class Registry(AliasOperations):
                     ) from exc
                 (scratch.path_for(entry.sha256)).unlink()
         return manifest
+
+    # -- retention ---------------------------------------------------------------------
+
+    def gc(
+        self,
+        name: str,
+        *,
+        keep_last: int = 10,
+        older_than: timedelta | None = None,
+        orphan_grace: timedelta = timedelta(hours=1),
+        dry_run: bool = True,
+    ) -> GcPlan:
+        """Delete blobs that no kept version references (a dry run unless ``dry_run=False``).
+
+        A version is kept when it is among the ``keep_last`` newest, or younger than
+        ``older_than``, or was ever active or canary. Manifests are never deleted.
+
+        Returns:
+            The plan: kept, protected and expired versions, blobs deleted and bytes freed.
+        """
+        plan = plan_gc(
+            self, name, keep_last=keep_last, older_than=older_than, orphan_grace=orphan_grace
+        )
+        if dry_run:
+            return plan
+        return run_gc(self, plan, orphan_grace=orphan_grace)
