@@ -1,0 +1,103 @@
+"""Operations on the store itself: probing a backend, and retention."""
+
+from __future__ import annotations
+
+import click
+from rich.table import Table
+
+from .._doctor import run_doctor
+from .._errors import ConfigurationError
+from .._gc import parse_age
+from ._app import AppState, cli, emit_json, human_size, json_option, pass_state
+
+__all__ = ["doctor", "gc"]
+
+
+@cli.command()
+@json_option
+@pass_state
+def doctor(state: AppState, as_json: bool) -> None:
+    """Check that the store honours the conditional writes modelshelf relies on."""
+    store = state.registry.store
+    checks = run_doctor(store)
+    failed = [c for c in checks if not c.ok]
+    if as_json:
+        emit_json(
+            {
+                "registry": store.uri,
+                "ok": not failed,
+                "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in checks],
+            }
+        )
+    else:
+        table = Table(title=f"modelshelf doctor: {store.uri}")
+        table.add_column("check")
+        table.add_column("verdict")
+        table.add_column("detail")
+        for check in checks:
+            table.add_row(check.name, "[green]PASS" if check.ok else "[red]FAIL", check.detail)
+        state.console.print(table)
+    if failed:
+        raise ConfigurationError(
+            f"{len(failed)} of {len(checks)} checks failed on {store.uri}: "
+            f"{', '.join(c.name for c in failed)}; concurrent writers would not be safe here"
+        )
+    if not as_json:
+        state.console.print("verdict: this store is safe for modelshelf")
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--keep-last", default=10, show_default=True, help="Always keep the newest N.")
+@click.option("--older-than", default=None, help="Only versions older than this expire (365d).")
+@click.option(
+    "--orphan-grace",
+    default="1h",
+    show_default=True,
+    help="Leave unreferenced blobs younger than this (pushes in flight).",
+)
+@click.option("--dry-run/--yes", "dry_run", default=True, help="Only show (default) or delete.")
+@json_option
+@pass_state
+def gc(
+    state: AppState,
+    name: str,
+    keep_last: int,
+    older_than: str | None,
+    orphan_grace: str,
+    dry_run: bool,
+    as_json: bool,
+) -> None:
+    """Delete blobs no kept version needs (versions ever active or canary are kept)."""
+    age = parse_age(older_than) if older_than else None
+    grace = parse_age(orphan_grace)
+    plan = state.registry.gc(
+        name, keep_last=keep_last, older_than=age, orphan_grace=grace, dry_run=dry_run
+    )
+    if as_json:
+        emit_json(
+            {
+                "name": name,
+                "dry_run": dry_run,
+                "kept_versions": plan.kept_versions,
+                "protected_versions": plan.protected_versions,
+                "expired_versions": plan.expired_versions,
+                "blobs": [key for key, _ in plan.delete_blobs],
+                "orphan_blobs": plan.orphan_blobs,
+                "bytes_freed": plan.bytes_freed,
+                "stale_uploads": plan.stale_uploads,
+            }
+        )
+        return
+    verb = "would free" if dry_run else "freed"
+    state.console.print(
+        f"{name}: {len(plan.expired_versions)} expired versions "
+        f"({', '.join(plan.expired_versions) or 'none'}), "
+        f"{len(plan.protected_versions)} kept because they were active or canary, "
+        f"{len(plan.kept_versions)} kept as recent"
+    )
+    state.console.print(
+        f"{verb} {human_size(plan.bytes_freed)} in {len(plan.delete_blobs)} blobs "
+        f"({len(plan.orphan_blobs)} orphans); {plan.stale_uploads} stale multipart uploads"
+        + (" (run with --yes to delete)" if dry_run else " aborted")
+    )
