@@ -15,9 +15,10 @@ import fcntl
 import hashlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
 from urllib.parse import unquote, urlparse
 
 from ._errors import (
@@ -36,10 +37,11 @@ from ._store import (
     StoredObject,
     check_key,
 )
+from ._transfer import copy_and_hash, copy_range
 
 __all__ = ["LocalStore"]
 
-_CHUNK = 8 * 1024 * 1024
+_CHUNK = 32 * 1024 * 1024
 # Bookkeeping lives beside the data on the same filesystem (link and replace need that),
 # under names a listing never returns.
 _TMP_DIR = ".modelshelf-tmp"
@@ -150,21 +152,31 @@ class LocalStore:
     def get_file(
         self, key: str, dest: Path, *, progress: ProgressCallback | None = None
     ) -> ObjectInfo:
+        with self._open(key) as src, open(dest, "wb") as out:
+            st = os.fstat(src.fileno())
+            _copy_fd(src.fileno(), out.fileno(), st.st_size, progress)
+        return ObjectInfo(key, st.st_size, _etag(st), datetime.fromtimestamp(st.st_mtime, UTC))
+
+    def get_file_hashed(
+        self, key: str, dest: Path, *, progress: ProgressCallback | None = None
+    ) -> tuple[ObjectInfo, str]:
+        """Like :meth:`get_file`, also returning the sha256 of the bytes written to ``dest``.
+
+        An optional fast path the blob cache uses when a store offers it: the hash runs
+        over ``dest`` right behind the in-kernel copy instead of in a second pass.
+        """
+        with self._open(key) as src, open(dest, "w+b") as out:
+            st = os.fstat(src.fileno())
+            digest = copy_and_hash(src.fileno(), out.fileno(), st.st_size, progress=progress)
+        info = ObjectInfo(key, st.st_size, _etag(st), datetime.fromtimestamp(st.st_mtime, UTC))
+        return info, digest
+
+    def _open(self, key: str) -> BinaryIO:
         path = self._path(key)
         try:
-            src = open(path, "rb")  # noqa: SIM115 - closed below
+            return open(path, "rb")
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
             raise KeyNotFoundError(f"no object {key!r} in {self.uri}") from exc
-        with src, open(dest, "wb") as out:
-            st = os.fstat(src.fileno())
-            if progress is None:
-                # copy_file_range/sendfile in the kernel: no bytes through Python.
-                _copy_fd(src.fileno(), out.fileno(), st.st_size)
-            else:
-                while chunk := src.read(_CHUNK):
-                    out.write(chunk)
-                    progress(len(chunk))
-        return ObjectInfo(key, st.st_size, _etag(st), datetime.fromtimestamp(st.st_mtime, UTC))
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         base = self._root / prefix.rsplit("/", 1)[0] if "/" in prefix else self._root
@@ -215,26 +227,60 @@ class LocalStore:
         progress: ProgressCallback | None = None,
     ) -> str:
         target = self._path(key)
-        fd, tmp = self._tempfile()
+        tmp, digest = self._stage(path, progress)
         try:
-            digest = hashlib.sha256()
-            with open(path, "rb") as src, os.fdopen(fd, "wb") as out:
-                while chunk := src.read(_CHUNK):
-                    digest.update(chunk)
-                    out.write(chunk)
-                    if progress is not None:
-                        progress(len(chunk))
-                if self._fsync:
-                    out.flush()
-                    os.fsync(out.fileno())
-            if sha256 is not None and digest.hexdigest() != sha256:
+            if sha256 is not None and digest != sha256:
                 raise IntegrityError(
-                    f"{path} changed while it was uploaded (sha256 {digest.hexdigest()} "
-                    f"!= {sha256}); nothing was written"
+                    f"{path} changed while it was uploaded (sha256 {digest} != {sha256}); "
+                    "nothing was written"
                 )
             return self._commit(key, target, tmp, mode)
         finally:
             tmp.unlink(missing_ok=True)
+
+    def put_file_content_addressed(
+        self,
+        key_for: Callable[[str], str],
+        path: Path,
+        *,
+        progress: ProgressCallback | None = None,
+    ) -> tuple[str, bool]:
+        """Store a file under a key named by its own sha256, reading it once.
+
+        An optional fast path the registry uses when a store offers it: the file is copied
+        into the store's staging area while the copy is hashed, then linked to
+        ``key_for(sha256)`` if absent. (S3 stores hash first instead; moving an object into
+        place there would cost a second upload.)
+
+        Returns:
+            The hex sha256 and whether this call created the object (``False``: the store
+            already held it, so these bytes were dropped).
+        """
+        tmp, digest = self._stage(path, progress)
+        try:
+            key = key_for(digest)
+            self._commit(key, self._path(key), tmp, CREATE)
+            return digest, True
+        except PreconditionFailedError:
+            return digest, False  # the key names the content: the same bytes are there
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def _stage(self, path: Path, progress: ProgressCallback | None) -> tuple[Path, str]:
+        """Copy ``path`` into a temp file (fsynced) and hash the copy in the same pass."""
+        fd, tmp = self._tempfile()
+        try:
+            with open(path, "rb") as src:
+                size = os.fstat(src.fileno()).st_size
+                # The fsync runs as soon as the copy is done, while the hash catches up.
+                sync = (lambda: os.fsync(fd)) if self._fsync else None
+                digest = copy_and_hash(src.fileno(), fd, size, progress=progress, after_copy=sync)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        finally:
+            os.close(fd)
+        return tmp, digest
 
     def _commit(self, key: str, path: Path, tmp: Path, mode: PutMode) -> str:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -269,8 +315,8 @@ class LocalStore:
         with self._lock(key):
             try:
                 path.unlink()
-            except FileNotFoundError:
-                return
+            except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+                return  # no object under this key (a folder is not an object)
         # Drop empty parent folders so listings and walks stay fast.
         parent = path.parent
         while parent != self._root:
@@ -283,15 +329,13 @@ class LocalStore:
             parent = parent.parent
 
 
-def _copy_fd(src: int, dst: int, size: int) -> None:
-    remaining = size
+def _copy_fd(src: int, dst: int, size: int, progress: ProgressCallback | None) -> None:
+    # In-kernel copy in chunks, so progress can be reported without bytes through Python.
     offset = 0
-    while remaining > 0:
-        try:
-            sent = os.copy_file_range(src, dst, remaining, offset)  # type: ignore[attr-defined]
-        except (AttributeError, OSError):
-            sent = os.sendfile(dst, src, offset, remaining)
+    while offset < size:
+        sent = copy_range(src, dst, offset, min(_CHUNK, size - offset))
         if sent == 0:
             break
         offset += sent
-        remaining -= sent
+        if progress is not None:
+            progress(sent)

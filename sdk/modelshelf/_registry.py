@@ -225,12 +225,33 @@ class Registry(AliasOperations):
         if bump is not None:
             bump_version("0.0.0", bump)  # validates the bump word before any work
 
+        self._precheck(name, the_card, version, bump, allow_schema_change)
+
         with tempfile.TemporaryDirectory(prefix="modelshelf-push-") as workdir:
             files = collect_source(source, Path(workdir))
             entries, reused = self._upload_blobs(name, files, progress)
             manifest = self._commit(name, the_card, entries, version, bump, allow_schema_change)
             self._repair_reused(name, files, entries, reused)
             return manifest
+
+    def _precheck(
+        self,
+        name: str,
+        card: ModelCard,
+        version: str | None,
+        bump: str | None,
+        allow_schema_change: bool,
+    ) -> None:
+        # Refuse a schema change before uploading gigabytes for a push that cannot commit.
+        # The commit checks again against what it finds then; this is only the early answer.
+        existing = self.versions(name)
+        if version is not None:
+            target = version
+        else:
+            step = bump or ("minor" if existing else "major")
+            target = bump_version(existing[-1] if existing else None, step)
+        if target not in existing:
+            self._check_schema(name, target, card, existing, allow_schema_change)
 
     def _repair_reused(
         self, name: str, files: list[SourceFile], entries: list[FileEntry], reused: set[str]
@@ -260,7 +281,17 @@ class Registry(AliasOperations):
 
         reused: set[str] = set()
 
+        # A store that can hash a file while it stores it (LocalStore) reads it only once.
+        put_content_addressed = getattr(self.store, "put_file_content_addressed", None)
+
         def one(f: SourceFile) -> FileEntry:
+            if put_content_addressed is not None:
+                digest, created = put_content_addressed(
+                    lambda d: blob_key(name, d), f.local, progress=progress
+                )
+                if not created:
+                    reused.add(digest)
+                return FileEntry(path=f.path, size=f.size, sha256=digest)
             digest = sha256_file(f.local)
             key = blob_key(name, digest)
             try:

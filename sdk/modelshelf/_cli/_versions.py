@@ -1,0 +1,300 @@
+"""Commands for immutable versions: push, list, show, pull, verify, and the card schema."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.table import Table
+
+from .._card import ModelCard, ModelVersion, utcnow
+from .._errors import InvalidCardError, ModelNotFoundError
+from .._refs import check_name
+from ._app import (
+    AppState,
+    cli,
+    emit_json,
+    format_time,
+    human_size,
+    json_option,
+    pass_state,
+    transfer_progress,
+)
+
+__all__ = ["card", "list_command", "pull", "push", "show", "verify"]
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def _read_card_file(path: str) -> dict[str, Any]:
+    try:
+        text = Path(path).expanduser().read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InvalidCardError(f"cannot read card file {path!r}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise InvalidCardError(f"card file {path!r} is not UTF-8 text") from exc
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidCardError(
+            f"card file {path!r} is not valid JSON: {exc.msg} at line {exc.lineno} "
+            f"column {exc.colno}"
+        ) from exc
+    if not isinstance(data, dict):
+        raise InvalidCardError(
+            f"card file {path!r} must hold a JSON object, not {type(data).__name__}"
+        )
+    return data
+
+
+def _source_size(path: str) -> int | None:
+    """Total bytes a push will send, for the progress bar (``None`` when unknown)."""
+    root = Path(path).expanduser()
+    try:
+        if root.is_file():
+            return root.stat().st_size
+        if root.is_dir():
+            return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+    except OSError:
+        pass  # the registry reports unreadable sources properly
+    return None
+
+
+def _files_json(version: ModelVersion) -> list[dict[str, Any]]:
+    return [f.model_dump(mode="json") for f in version.files]
+
+
+@cli.command()
+@click.argument("name")
+@click.argument("path")
+@click.option("--version", "version", metavar="V", help="An explicit MAJOR.MINOR.PATCH.")
+@click.option(
+    "--bump",
+    type=click.Choice(["major", "minor", "patch"]),
+    help="Take the next version above the highest one (default: 1.0.0, then minor).",
+)
+@click.option("--card", "card_file", metavar="FILE", help="The model card, a JSON file.")
+@click.option(
+    "--allow-schema-change",
+    is_flag=True,
+    help="Accept an input/output schema change without a MAJOR bump (recorded).",
+)
+@json_option
+@pass_state
+def push(
+    state: AppState,
+    name: str,
+    path: str,
+    version: str | None,
+    bump: str | None,
+    card_file: str | None,
+    allow_schema_change: bool,
+    as_json: bool,
+) -> None:
+    """Push the file or folder PATH as a new immutable version of NAME."""
+    check_name(name)
+    card = _read_card_file(card_file) if card_file else None
+    started = utcnow()
+    with transfer_progress(f"push {name}", _source_size(path)) as progress:
+        pushed = state.registry.push(
+            name,
+            os.fspath(Path(path)),
+            version=version,
+            bump=bump,
+            card=card,
+            allow_schema_change=allow_schema_change,
+            progress=progress,
+        )
+    # An identical re-push returns the version committed earlier instead of a new one.
+    created = pushed.created_at >= started
+    if as_json:
+        emit_json({**pushed.model_dump(mode="json"), "created": created})
+        return
+    summary = f"{_plural(len(pushed.files), 'file')}, {human_size(pushed.size)}"
+    if created:
+        state.console.print(f"pushed {pushed.ref} ({summary}) to {state.registry.uri}")
+    else:
+        state.console.print(
+            f"{pushed.ref} already holds these files and this card "
+            f"(pushed by {pushed.created_by} at {format_time(pushed.created_at)}); nothing to do"
+        )
+
+
+@cli.command("list")
+@click.argument("name", required=False)
+@json_option
+@pass_state
+def list_command(state: AppState, name: str | None, as_json: bool) -> None:
+    """List the models, or the versions of model NAME."""
+    registry = state.registry
+    if name is None:
+        rows = []
+        for model in registry.models():
+            versions = registry.versions(model)
+            rows.append({"name": model, "versions": len(versions), "latest": versions[-1]})
+        if as_json:
+            emit_json(rows)
+            return
+        if not rows:
+            state.console.print(f"no models in {registry.uri}")
+            return
+        table = Table("model", "versions", "latest")
+        for row in rows:
+            table.add_row(row["name"], str(row["versions"]), row["latest"])
+        state.console.print(table)
+        return
+
+    check_name(name)
+    manifests = [registry.get(f"{name}:{v}") for v in registry.versions(name)]
+    if not manifests:
+        raise ModelNotFoundError(f"model {name!r} has no versions in {registry.uri}")
+    if as_json:
+        emit_json(
+            [
+                {
+                    "name": m.name,
+                    "version": m.version,
+                    "created_at": m.created_at.isoformat(),
+                    "created_by": m.created_by,
+                    "size": m.size,
+                    "files": len(m.files),
+                }
+                for m in manifests
+            ]
+        )
+        return
+    table = Table("version", "created at", "created by", "size", "files")
+    for m in manifests:
+        table.add_row(
+            m.version, format_time(m.created_at), m.created_by, human_size(m.size),
+            str(len(m.files)),
+        )
+    state.console.print(table)
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
+
+
+@cli.command()
+@click.argument("ref")
+@json_option
+@pass_state
+def show(state: AppState, ref: str, as_json: bool) -> None:
+    """Show a version's card and files (REF: iris, iris:latest, iris:1.2.0)."""
+    manifest = state.registry.get(ref)
+    if as_json:
+        emit_json(manifest.model_dump(mode="json"))
+        return
+    console = state.console
+    card = manifest.card
+    console.print(f"[bold]{manifest.ref}[/bold]")
+    rows: list[tuple[str, str]] = [
+        ("created", f"{format_time(manifest.created_at)} by {manifest.created_by}"),
+        ("size", f"{human_size(manifest.size)} in {_plural(len(manifest.files), 'file')}"),
+    ]
+    if manifest.schema_change_allowed:
+        rows.append(("schema change", "allowed without a MAJOR bump"))
+    fixed = ("description", "author", "framework", "algorithm")
+    rows += [(key, str(getattr(card, key))) for key in fixed if getattr(card, key)]
+    if card.hyperparameters:
+        rows.append(("hyperparameters", _compact(card.hyperparameters)))
+    for key in ("training_data", "performance"):
+        value = getattr(card, key)
+        if value is not None:
+            rows.append((key.replace("_", " "), _compact(value.model_dump(exclude_none=True))))
+    for key in ("input_schema", "output_schema"):
+        if getattr(card, key) is not None:
+            rows.append((key.replace("_", " "), _compact(getattr(card, key))))
+    rows += [("limitation", text) for text in card.limitations]
+    rows += [(key, _compact(value)) for key, value in sorted((card.model_extra or {}).items())]
+    details = Table.grid(padding=(0, 2))
+    details.add_column(style="bold")
+    details.add_column(overflow="fold")
+    for key, value in rows:
+        details.add_row(key, value)
+    console.print(details)
+    files = Table("path", "size", "sha256")
+    for entry in manifest.files:
+        files.add_row(entry.path, human_size(entry.size), entry.sha256[:16])
+    console.print(files)
+
+
+@cli.command()
+@click.argument("ref")
+@click.option(
+    "-o",
+    "--output",
+    "dest",
+    metavar="DIR",
+    help="Folder to write the files into (default: ./NAME-VERSION).",
+)
+@json_option
+@pass_state
+def pull(state: AppState, ref: str, dest: str | None, as_json: bool) -> None:
+    """Download a version's files, each verified against its sha256 before it is placed."""
+    registry = state.registry
+    manifest = registry.get(ref)
+    target = Path(dest) if dest else Path(f"{manifest.name}-{manifest.version}")
+    with transfer_progress(f"pull {manifest.ref}", manifest.size) as progress:
+        registry.pull(manifest.ref, target, progress=progress)
+    if as_json:
+        emit_json(
+            {
+                "name": manifest.name,
+                "version": manifest.version,
+                "dest": str(target.resolve()),
+                "files": _files_json(manifest),
+                "size": manifest.size,
+            }
+        )
+        return
+    state.console.print(
+        f"pulled {manifest.ref} into {target} "
+        f"({_plural(len(manifest.files), 'file')}, {human_size(manifest.size)})"
+    )
+
+
+@cli.command()
+@click.argument("ref")
+@json_option
+@pass_state
+def verify(state: AppState, ref: str, as_json: bool) -> None:
+    """Download and re-hash every blob of a version, bypassing the cache."""
+    registry = state.registry
+    manifest = registry.get(ref)
+    with transfer_progress(f"verify {manifest.ref}", manifest.size) as progress:
+        registry.verify(manifest.ref, progress=progress)
+    if as_json:
+        emit_json(
+            {
+                "name": manifest.name,
+                "version": manifest.version,
+                "ok": True,
+                "files": _files_json(manifest),
+                "size": manifest.size,
+            }
+        )
+        return
+    state.console.print(
+        f"ok {manifest.ref}: {_plural(len(manifest.files), 'file')}, "
+        f"{human_size(manifest.size)} match their sha256"
+    )
+
+
+@cli.group()
+def card() -> None:
+    """Model cards."""
+
+
+@card.command("schema")
+@json_option
+def card_schema(as_json: bool) -> None:
+    """Print the JSON Schema of a model card (for --card files)."""
+    del as_json  # the schema is JSON either way; the flag is accepted for uniformity
+    emit_json(ModelCard.model_json_schema())

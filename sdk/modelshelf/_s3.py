@@ -1,0 +1,935 @@
+"""A registry in an S3 bucket (AWS S3 or any S3-compatible store: MinIO, SeaweedFS, Ceph, R2).
+
+Conditional writes map one to one onto S3's: create is ``PutObject`` (or
+``CompleteMultipartUpload``) with ``If-None-Match: *``, replace-if-match is ``If-Match: etag``.
+
+Failures are translated into modelshelf errors in exactly one place (:func:`_translate`) and
+retried in exactly one loop (:meth:`S3Store._with_retries`): 5xx answers, throttling, 409
+``ConditionalRequestConflict``, connection resets and timeouts are retried with exponential
+backoff and jitter; a 412 never is. botocore's own retries are switched off on the clients
+built here so that a retry is always a decision this module made and could account for.
+
+A conditional write whose earlier attempt ended with an unknown outcome (the request was sent,
+then the connection broke, the read timed out or the server answered 5xx) may have landed. If
+its retry then answers 412, the 412 may be our own earlier write. Every object written here
+carries its content's sha256 as ``x-amz-meta-sha256``, so one HEAD tells: the same digest means
+the write landed and counts as a success; a different one is a real conflict. When even that
+cannot be read, :class:`~modelshelf.CommitStateUnknownError` tells the caller to read the state
+again before deciding anything.
+"""
+
+from __future__ import annotations
+
+import base64
+import builtins
+import concurrent.futures as cf
+import functools
+import hashlib
+import os
+import random
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlparse
+
+import boto3
+import botocore.session
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ChecksumError,
+    ClientError,
+    FlexibleChecksumError,
+    HTTPClientError,
+    IncompleteReadError,
+    NoCredentialsError,
+    PartialCredentialsError,
+    ProfileNotFound,
+)
+from botocore.exceptions import (
+    ConnectionError as BotoConnectionError,
+)
+from botocore.loaders import Loader, create_loader
+
+from ._errors import (
+    AccessDeniedError,
+    CommitStateUnknownError,
+    ConfigurationError,
+    IntegrityError,
+    InvalidKeyError,
+    KeyNotFoundError,
+    ModelshelfError,
+    PreconditionFailedError,
+    StoreError,
+    StoreUnavailableError,
+)
+from ._store import (
+    CREATE,
+    OVERWRITE,
+    IfMatch,
+    ObjectInfo,
+    ProgressCallback,
+    PutMode,
+    StoredObject,
+    check_key,
+)
+
+__all__ = ["S3Store"]
+
+_T = TypeVar("_T")
+
+MiB = 1024 * 1024
+_MIN_PART = 5 * MiB  # S3's smallest part (all but the last)
+_MAX_PART = 5 * 1024 * MiB
+_MAX_PARTS = 10_000
+_DEFAULT_PART_SIZE = 64 * MiB
+_DEFAULT_CONCURRENCY = 8
+_DEFAULT_MAX_ATTEMPTS = 6
+_DEFAULT_RETRY_DELAY = 0.2
+_MAX_RETRY_DELAY = 10.0
+_STREAM_CHUNK = 1 * MiB
+_META_SHA256 = "sha256"  # sent as x-amz-meta-sha256
+_LOADERS: dict[str | None, Loader] = {}
+_LOADERS_LOCK = threading.Lock()
+
+_RETRY_CODES = frozenset(
+    {
+        "ConditionalRequestConflict",
+        "OperationAborted",
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "RequestThrottled",
+        "TooManyRequests",
+        "RequestLimitExceeded",
+        "RequestTimeout",
+        "InternalError",
+        "ServiceUnavailable",
+        # The body was damaged in transit and refused: sending it again is the cure.
+        "BadDigest",
+        "XAmzContentSHA256Mismatch",
+    }
+)
+_DENIED_CODES = frozenset(
+    {
+        "AccessDenied",
+        "403",
+        "Forbidden",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "ExpiredToken",
+        "InvalidToken",
+        "AllAccessDisabled",
+    }
+)
+_MISSING_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
+_PRECONDITION_CODES = frozenset({"PreconditionFailed", "412"})
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*([kmg]?)(?:i?b)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "k": 1024, "m": MiB, "g": 1024 * MiB}
+
+
+class _Kind(Enum):
+    """What a failure means for the caller, decided in one place."""
+
+    RETRY = "retry"
+    PRECONDITION = "precondition"
+    MISSING = "missing"
+    NO_BUCKET = "no-bucket"
+    NO_UPLOAD = "no-upload"
+    DENIED = "denied"
+    CREDENTIALS = "credentials"
+    OTHER = "other"
+
+
+def _status(exc: ClientError) -> int:
+    return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code") or "")
+
+
+def _kind(exc: Exception) -> _Kind:
+    if isinstance(exc, ClientError):
+        code, status = _code(exc), _status(exc)
+        if code in _PRECONDITION_CODES or status == 412:
+            return _Kind.PRECONDITION
+        if code == "NoSuchBucket":
+            return _Kind.NO_BUCKET
+        if code == "NoSuchUpload":
+            return _Kind.NO_UPLOAD
+        if code in _MISSING_CODES:
+            return _Kind.MISSING
+        if code in _DENIED_CODES or status == 403:
+            return _Kind.DENIED
+        if code in _RETRY_CODES or status == 429 or (status >= 500 and status != 501):
+            return _Kind.RETRY
+        return _Kind.OTHER
+    if isinstance(exc, NoCredentialsError | PartialCredentialsError | ProfileNotFound):
+        return _Kind.CREDENTIALS
+    if isinstance(
+        exc,
+        HTTPClientError
+        | BotoConnectionError
+        | IncompleteReadError
+        | FlexibleChecksumError
+        | ChecksumError,
+    ):
+        return _Kind.RETRY
+    return _Kind.OTHER
+
+
+def _outcome_unknown(exc: Exception) -> bool:
+    """True when the request may have been carried out although we saw a failure.
+
+    A connection that could not be opened (``EndpointConnectionError``, connect timeouts)
+    sent nothing. A reset or read timeout after sending, or a 5xx, may follow a write the
+    server already made durable.
+    """
+    if isinstance(exc, ClientError):
+        status = _status(exc)
+        return status >= 500 and status != 501
+    return isinstance(exc, HTTPClientError)
+
+
+def _translate(exc: Exception, *, action: str, mode: PutMode | None = None) -> ModelshelfError:
+    """The modelshelf error for a failed S3 call; the single place where that is decided.
+
+    Args:
+        exc: What boto3 raised.
+        action: What was attempted, for the message ("write 'a/b' to s3://bucket/prefix").
+        mode: The put mode of a write: replacing by etag a key that is gone is a lost race,
+            not a miss.
+    """
+    detail = str(exc)
+    kind = _kind(exc)
+    if kind is _Kind.PRECONDITION:
+        return PreconditionFailedError(f"cannot {action}: a precondition failed ({detail})")
+    if kind is _Kind.MISSING:
+        if isinstance(mode, IfMatch):
+            return PreconditionFailedError(
+                f"cannot {action}: the object is gone, so its etag cannot match ({detail})"
+            )
+        return KeyNotFoundError(f"cannot {action}: no such object")
+    if kind is _Kind.NO_BUCKET:
+        return ConfigurationError(
+            f"cannot {action}: the bucket does not exist. Create it (for example "
+            "`aws s3 mb s3://BUCKET`), or fix the registry URI or the endpoint "
+            "(endpoint_url / AWS_ENDPOINT_URL_S3)"
+        )
+    if kind is _Kind.DENIED:
+        return AccessDeniedError(
+            f"cannot {action}: access denied ({detail}). Check the credentials, profile and "
+            "the bucket policy (reads need s3:GetObject and s3:ListBucket, writes s3:PutObject)"
+        )
+    if kind is _Kind.CREDENTIALS:
+        return ConfigurationError(
+            f"cannot {action}: no usable AWS credentials ({detail}). Set AWS_PROFILE or "
+            "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or run where an instance role applies"
+        )
+    if kind is _Kind.RETRY:
+        return StoreUnavailableError(f"cannot {action}: the store kept failing ({detail})")
+    if kind is _Kind.NO_UPLOAD:
+        return StoreError(f"cannot {action}: the multipart upload was aborted ({detail})")
+    return StoreError(f"cannot {action}: {detail}")
+
+
+def _etag(raw: str) -> str:
+    # Some S3-compatibles quote etags in one answer and not in another; keep them bare.
+    return raw.strip().strip('"')
+
+
+def _quoted(etag: str) -> str:
+    return f'"{etag}"'
+
+
+def _condition(mode: PutMode) -> dict[str, str]:
+    if mode == CREATE:
+        return {"IfNoneMatch": "*"}
+    if mode == OVERWRITE:
+        return {}
+    if isinstance(mode, IfMatch):
+        return {"IfMatch": _quoted(_etag(mode.etag))}
+    raise TypeError(f"unknown put mode {mode!r}")
+
+
+def _parse_size(text: str, *, name: str) -> int:
+    match = _SIZE_RE.match(text)
+    if match is None:
+        raise ConfigurationError(f"{name}={text!r} is not a size such as 67108864 or 64MiB")
+    return int(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]
+
+
+def _parse_int(text: str, *, name: str) -> int:
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise ConfigurationError(f"{name}={text!r} is not a whole number") from None
+
+
+def _parse_bool(text: str, *, name: str) -> bool:
+    value = text.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ConfigurationError(f"{name}={text!r} is not one of 1/0, true/false, yes/no, on/off")
+
+
+def _setting(arg: _T | None, env: str, default: _T, parse: Callable[..., _T]) -> _T:
+    if arg is not None:
+        return arg
+    text = os.environ.get(env)
+    if text is None or not text.strip():
+        return default
+    result: _T = parse(text, name=env)
+    return result
+
+
+def _parse_uri(uri: str) -> tuple[str, str]:
+    parsed = urlparse(uri)
+    if parsed.scheme != "s3" or not parsed.netloc:
+        raise ConfigurationError(f"{uri!r} is not an s3://bucket[/prefix] URI")
+    if parsed.query or parsed.fragment or parsed.params:
+        raise ConfigurationError(f"{uri!r}: S3 registry URIs take no query or fragment")
+    prefix = parsed.path.strip("/")
+    if prefix:
+        try:
+            check_key(prefix)
+        except InvalidKeyError as exc:
+            raise ConfigurationError(f"{uri!r} has an invalid prefix: {exc}") from exc
+    return parsed.netloc, prefix
+
+
+@dataclass(frozen=True)
+class _Write:
+    """A conditional write, with what is needed to tell later whether it landed."""
+
+    key: str
+    mode: PutMode
+    sha256: str
+    size: int
+
+
+class S3Store:
+    """A store in an S3 bucket, under an optional key prefix.
+
+    Settings come from the argument, else the environment, else the default.
+
+    Args:
+        uri: ``s3://bucket`` or ``s3://bucket/prefix``.
+        client: A ready boto3 S3 client; when given, ``endpoint_url``, ``profile`` and
+            ``region`` are ignored and its own retry settings apply on top of ours.
+        endpoint_url: An S3-compatible endpoint; wins over ``AWS_ENDPOINT_URL_S3`` and
+            ``AWS_ENDPOINT_URL`` (which boto3 reads itself). Any endpoint switches to
+            path-style addressing.
+        profile: An AWS profile name; ``None`` uses the standard credential chain.
+        region: The bucket's region; ``None`` uses the profile's or ``AWS_REGION``.
+        part_size: Multipart part size in bytes (``MODELSHELF_PART_SIZE``, accepts ``64MiB``;
+            default 64 MiB). Files larger than one part go up as parallel parts; larger
+            objects come down as parallel ranged reads of the same size.
+        max_concurrency: Parallel part transfers (``MODELSHELF_CONCURRENCY``; default 8).
+        max_attempts: Attempts per request before giving up (``MODELSHELF_MAX_ATTEMPTS``;
+            default 6).
+        part_checksums: Send SHA-256 checksums per request and part so S3 verifies every
+            part in transit (``MODELSHELF_PART_CHECKSUMS``; default on). Turn off for
+            S3-compatibles that reject ``x-amz-checksum-*`` headers.
+        retry_delay: Base of the exponential backoff in seconds (default 0.2; capped at 10).
+
+    Raises:
+        ConfigurationError: A malformed URI, an unknown profile or an out-of-range setting.
+    """
+
+    def __init__(
+        self,
+        uri: str,
+        *,
+        client: Any = None,
+        endpoint_url: str | None = None,
+        profile: str | None = None,
+        region: str | None = None,
+        part_size: int | None = None,
+        max_concurrency: int | None = None,
+        max_attempts: int | None = None,
+        part_checksums: bool | None = None,
+        retry_delay: float | None = None,
+    ) -> None:
+        self._bucket, self._prefix = _parse_uri(uri)
+        self._part_size = _setting(
+            part_size, "MODELSHELF_PART_SIZE", _DEFAULT_PART_SIZE, _parse_size
+        )
+        self._concurrency = _setting(
+            max_concurrency, "MODELSHELF_CONCURRENCY", _DEFAULT_CONCURRENCY, _parse_int
+        )
+        self._max_attempts = _setting(
+            max_attempts, "MODELSHELF_MAX_ATTEMPTS", _DEFAULT_MAX_ATTEMPTS, _parse_int
+        )
+        self._checksums = _setting(part_checksums, "MODELSHELF_PART_CHECKSUMS", True, _parse_bool)
+        self._retry_delay = _DEFAULT_RETRY_DELAY if retry_delay is None else retry_delay
+        if not _MIN_PART <= self._part_size <= _MAX_PART:
+            raise ConfigurationError(
+                f"part size {self._part_size} is outside S3's limits "
+                f"({_MIN_PART} bytes to {_MAX_PART} bytes)"
+            )
+        if not 1 <= self._concurrency <= 256:
+            raise ConfigurationError(f"concurrency {self._concurrency} must be 1 to 256")
+        if not 1 <= self._max_attempts <= 100:
+            raise ConfigurationError(f"max attempts {self._max_attempts} must be 1 to 100")
+        if self._retry_delay < 0:
+            raise ConfigurationError(f"retry delay {self._retry_delay} must not be negative")
+        self._client = (
+            client if client is not None else self._make_client(endpoint_url, profile, region)
+        )
+
+    def _make_client(
+        self, endpoint_url: str | None, profile: str | None, region: str | None
+    ) -> Any:
+        # boto3 reads AWS_ENDPOINT_URL(_S3) itself; we look only to choose the addressing style.
+        endpoint = (
+            endpoint_url
+            or os.environ.get("AWS_ENDPOINT_URL_S3")
+            or os.environ.get("AWS_ENDPOINT_URL")
+        )
+        config = Config(
+            connect_timeout=10,
+            read_timeout=120,
+            tcp_keepalive=True,
+            # We retry ourselves and must know about every attempt (ambiguous writes).
+            retries={"mode": "standard", "total_max_attempts": 1},
+            max_pool_connections=2 * self._concurrency + 4,
+            s3={"addressing_style": "path"} if endpoint else None,
+            request_checksum_calculation="when_supported" if self._checksums else "when_required",
+            response_checksum_validation="when_supported" if self._checksums else "when_required",
+            user_agent_extra="modelshelf",
+        )
+        try:
+            session = boto3.session.Session(
+                botocore_session=_botocore_session(), profile_name=profile, region_name=region
+            )
+            return session.client("s3", endpoint_url=endpoint_url, config=config)
+        except (ProfileNotFound, BotoCoreError, ValueError) as exc:
+            raise ConfigurationError(f"cannot set up an S3 client for {self.uri}: {exc}") from exc
+
+    # -- identity ----------------------------------------------------------------------
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self._bucket}/{self._prefix}" if self._prefix else f"s3://{self._bucket}"
+
+    @property
+    def bucket(self) -> str:
+        """The bucket name."""
+        return self._bucket
+
+    @property
+    def prefix(self) -> str:
+        """The key prefix under which registry keys live ('' for the bucket root)."""
+        return self._prefix
+
+    @property
+    def client(self) -> Any:
+        """The boto3 S3 client, shared by every thread of this store."""
+        return self._client
+
+    def __repr__(self) -> str:
+        return f"S3Store({self.uri!r})"
+
+    def _full(self, key: str) -> str:
+        check_key(key)
+        return f"{self._prefix}/{key}" if self._prefix else key
+
+    def _where(self, key: str) -> str:
+        return f"{key!r} in {self.uri}"
+
+    # -- the one retry loop ------------------------------------------------------------
+
+    def _with_retries(
+        self,
+        action: str,
+        call: Callable[[], _T],
+        *,
+        write: _Write | None = None,
+        completing: bool = False,
+    ) -> _T:
+        """Run ``call``, retrying what is worth retrying, and translate what is left.
+
+        Args:
+            action: What is attempted, for messages.
+            call: One attempt.
+            write: Set for conditional writes: after an attempt whose outcome is unknown, a
+                412 (or a vanished key or upload) is checked against the stored digest.
+            completing: The call completes a multipart upload, whose upload id vanishes
+                once an earlier attempt succeeded.
+        """
+        ambiguous = False
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return call()
+            except (ClientError, BotoCoreError) as exc:
+                kind = _kind(exc)
+                if kind is _Kind.RETRY and attempt < self._max_attempts:
+                    ambiguous = ambiguous or (write is not None and _outcome_unknown(exc))
+                    self._backoff(attempt)
+                    continue
+                mode = write.mode if write is not None else None
+                if write is not None and ambiguous:
+                    if kind is _Kind.RETRY:
+                        raise CommitStateUnknownError(
+                            f"cannot tell whether {action} landed: an attempt's outcome was "
+                            f"unknown and the store kept failing ({exc}); read it again"
+                        ) from exc
+                    if (
+                        kind is _Kind.PRECONDITION
+                        or (kind is _Kind.MISSING and isinstance(mode, IfMatch))
+                        or (kind is _Kind.NO_UPLOAD and completing)
+                    ):
+                        return self._landed_etag(write, action, exc)  # type: ignore[return-value]
+                raise _translate(exc, action=action, mode=mode) from exc
+
+    def _backoff(self, attempt: int) -> None:
+        ceiling = min(_MAX_RETRY_DELAY, self._retry_delay * 2 ** (attempt - 1))
+        # Equal jitter: never a zero wait, and racing writers spread out.
+        time.sleep(ceiling / 2 + random.uniform(0, ceiling / 2))
+
+    def _landed_etag(self, write: _Write, action: str, exc: Exception) -> str:
+        """After an ambiguous attempt and a refusal: did our own earlier attempt land?
+
+        Returns:
+            The stored object's etag when it holds our bytes.
+
+        Raises:
+            PreconditionFailedError: Someone else's bytes are there (a real conflict).
+            CommitStateUnknownError: The stored state could not be read or explained.
+        """
+        try:
+            head = self._head_raw(write.key)
+            stored = head.get("Metadata", {}).get(_META_SHA256)
+            etag = _etag(head["ETag"])
+            if stored is None and int(head.get("ContentLength", -1)) == write.size:
+                # Written by something that does not label its objects: hash the bytes.
+                stored = self._digest_of(write.key, etag)
+        except KeyNotFoundError as err:
+            if isinstance(write.mode, IfMatch):
+                raise PreconditionFailedError(
+                    f"cannot {action}: the object is gone, so its etag cannot match"
+                ) from err
+            raise CommitStateUnknownError(
+                f"cannot tell whether {action} landed: the store refused the retry ({exc}) "
+                "but now holds no object; read it again"
+            ) from err
+        except ModelshelfError as err:
+            raise CommitStateUnknownError(
+                f"cannot tell whether {action} landed: an attempt's outcome was unknown and "
+                f"the object could not be read back ({err}); read it again"
+            ) from err
+        if stored == write.sha256:
+            return etag
+        raise PreconditionFailedError(
+            f"cannot {action}: a precondition failed and the stored object holds other "
+            f"content ({exc})"
+        ) from exc
+
+    def _digest_of(self, key: str, etag: str) -> str:
+        full = self._full(key)
+
+        def call() -> str:
+            body = self._client.get_object(Bucket=self._bucket, Key=full, IfMatch=_quoted(etag))[
+                "Body"
+            ]
+            digest = hashlib.sha256()
+            try:
+                for chunk in body.iter_chunks(_STREAM_CHUNK):
+                    digest.update(chunk)
+            finally:
+                body.close()
+            return digest.hexdigest()
+
+        return self._with_retries(f"read {self._where(key)}", call)
+
+    # -- reads -------------------------------------------------------------------------
+
+    def get(self, key: str, *, if_none_match: str | None = None) -> StoredObject | None:
+        full = self._full(key)
+        extra = {} if if_none_match is None else {"IfNoneMatch": _quoted(_etag(if_none_match))}
+
+        def call() -> StoredObject | None:
+            try:
+                response = self._client.get_object(Bucket=self._bucket, Key=full, **extra)
+            except ClientError as exc:
+                if _status(exc) == 304:
+                    return None  # unchanged: an answer, not a failure
+                raise
+            body = response["Body"]
+            try:
+                data = body.read()
+            finally:
+                body.close()
+            return StoredObject(key=key, data=data, etag=_etag(response["ETag"]))
+
+        return self._with_retries(f"read {self._where(key)}", call)
+
+    def _head_raw(self, key: str) -> dict[str, Any]:
+        full = self._full(key)
+        result: dict[str, Any] = self._with_retries(
+            f"read {self._where(key)}",
+            lambda: self._client.head_object(Bucket=self._bucket, Key=full),
+        )
+        return result
+
+    def head(self, key: str) -> ObjectInfo:
+        response = self._head_raw(key)
+        return ObjectInfo(
+            key=key,
+            size=int(response["ContentLength"]),
+            etag=_etag(response["ETag"]),
+            last_modified=response.get("LastModified"),
+        )
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        root = f"{self._prefix}/" if self._prefix else ""
+        # S3 lists in UTF-8 byte order, but some S3-compatibles (SeaweedFS) walk folders
+        # and give 'a/b/c' before 'a/b-c'; sorting here makes every backend agree.
+        found = builtins.list(self._list(root, prefix))
+        found.sort(key=lambda info: info.key.encode())
+        return iter(found)
+
+    def _list(self, root: str, prefix: str) -> Iterator[ObjectInfo]:
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"Bucket": self._bucket, "Prefix": root + prefix}
+            if token:
+                kwargs["ContinuationToken"] = token
+            page: dict[str, Any] = self._with_retries(
+                f"list {prefix!r} in {self.uri}",
+                functools.partial(self._client.list_objects_v2, **kwargs),
+            )
+            for item in page.get("Contents", ()):
+                yield ObjectInfo(
+                    key=item["Key"][len(root) :],
+                    size=int(item["Size"]),
+                    etag=_etag(item.get("ETag", "")),
+                    last_modified=item.get("LastModified"),
+                )
+            token = page.get("NextContinuationToken")
+            if not page.get("IsTruncated") or not token:
+                return
+
+    def get_file(
+        self, key: str, dest: Path, *, progress: ProgressCallback | None = None
+    ) -> ObjectInfo:
+        info = self.head(key)
+        if info.size <= self._part_size:
+            return self._get_whole(key, Path(dest), progress)
+        return self._get_ranges(info, Path(dest), progress)
+
+    def _get_whole(self, key: str, dest: Path, progress: ProgressCallback | None) -> ObjectInfo:
+        full = self._full(key)
+
+        def call() -> ObjectInfo:
+            response = self._client.get_object(Bucket=self._bucket, Key=full)
+            body = response["Body"]
+            size = 0
+            try:
+                with open(dest, "wb") as out:
+                    for chunk in body.iter_chunks(_STREAM_CHUNK):
+                        out.write(chunk)
+                        size += len(chunk)
+                        if progress is not None:
+                            progress(len(chunk))
+            finally:
+                body.close()
+            return ObjectInfo(key, size, _etag(response["ETag"]), response.get("LastModified"))
+
+        return self._with_retries(f"download {self._where(key)}", call)
+
+    def _get_ranges(
+        self, info: ObjectInfo, dest: Path, progress: ProgressCallback | None
+    ) -> ObjectInfo:
+        full = self._full(info.key)
+        action = f"download {self._where(info.key)}"
+        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        try:
+            os.ftruncate(fd, info.size)
+
+            def fetch(start: int, end: int) -> int:
+                def call() -> int:
+                    # If-Match: every range must come from the same object generation.
+                    response = self._client.get_object(
+                        Bucket=self._bucket,
+                        Key=full,
+                        Range=f"bytes={start}-{end}",
+                        IfMatch=_quoted(info.etag),
+                    )
+                    body = response["Body"]
+                    offset = start
+                    try:
+                        for chunk in body.iter_chunks(_STREAM_CHUNK):
+                            view = memoryview(chunk)
+                            while view:
+                                written = os.pwrite(fd, view, offset)
+                                offset += written
+                                view = view[written:]
+                    finally:
+                        body.close()
+                    if offset != end + 1:
+                        raise IncompleteReadError(
+                            actual_bytes=offset - start, expected_bytes=end + 1 - start
+                        )
+                    return end + 1 - start
+
+                return self._with_retries(action, call)
+
+            ranges = [
+                (start, min(start + self._part_size, info.size) - 1)
+                for start in range(0, info.size, self._part_size)
+            ]
+            with cf.ThreadPoolExecutor(
+                self._concurrency, thread_name_prefix="modelshelf-get"
+            ) as pool:
+                futures = [pool.submit(fetch, start, end) for start, end in ranges]
+                try:
+                    for future in cf.as_completed(futures):
+                        done = future.result()
+                        if progress is not None:
+                            progress(done)
+                except BaseException:
+                    for future in futures:
+                        future.cancel()
+                    raise
+        finally:
+            os.close(fd)
+        return info
+
+    # -- writes ------------------------------------------------------------------------
+
+    def put(self, key: str, data: bytes, *, mode: PutMode = CREATE) -> str:
+        full = self._full(key)
+        data = bytes(data)
+        return self._put_object(key, full, data, hashlib.sha256(data).digest(), mode)
+
+    def _put_object(self, key: str, full: str, data: bytes, digest: bytes, mode: PutMode) -> str:
+        kwargs: dict[str, Any] = {
+            "Bucket": self._bucket,
+            "Key": full,
+            "Body": data,
+            "Metadata": {_META_SHA256: digest.hex()},
+            **_condition(mode),
+        }
+        if self._checksums:
+            kwargs["ChecksumSHA256"] = base64.b64encode(digest).decode()
+        write = _Write(key=key, mode=mode, sha256=digest.hex(), size=len(data))
+        return self._with_retries(
+            f"write {self._where(key)}",
+            lambda: _etag(self._client.put_object(**kwargs)["ETag"]),
+            write=write if mode != OVERWRITE else None,
+        )
+
+    def put_file(
+        self,
+        key: str,
+        path: Path,
+        *,
+        mode: PutMode = CREATE,
+        sha256: str | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> str:
+        full = self._full(key)
+        _condition(mode)  # refuse an unknown mode before reading anything
+        path = Path(path)
+        size = path.stat().st_size
+        expected = sha256.lower() if sha256 is not None else None
+        if size <= self._part_size:
+            data = path.read_bytes()
+            digest = hashlib.sha256(data).digest()
+            if expected is not None and digest.hex() != expected:
+                raise IntegrityError(
+                    f"{path} does not match its sha256 (read {digest.hex()}, expected "
+                    f"{expected}); nothing was written"
+                )
+            etag = self._put_object(key, full, data, digest, mode)
+            if progress is not None:
+                progress(len(data))
+            return etag
+        if expected is None:
+            # The digest goes into the object's metadata when the upload starts, so it must
+            # be known first; the upload pass re-checks it.
+            expected = _hash_file(path)
+        return self._put_multipart(key, full, path, size, mode, expected, progress)
+
+    def _put_multipart(
+        self,
+        key: str,
+        full: str,
+        path: Path,
+        size: int,
+        mode: PutMode,
+        sha256: str,
+        progress: ProgressCallback | None,
+    ) -> str:
+        action = f"upload {path.name} to {self._where(key)}"
+        part_size = self._part_size
+        if size > part_size * _MAX_PARTS:
+            part_size = -(-size // (_MAX_PARTS * MiB)) * MiB  # whole MiB, ceiling
+        create: dict[str, Any] = {
+            "Bucket": self._bucket,
+            "Key": full,
+            "Metadata": {_META_SHA256: sha256},
+        }
+        if self._checksums:
+            create["ChecksumAlgorithm"] = "SHA256"
+        upload_id: str = self._with_retries(
+            action, lambda: self._client.create_multipart_upload(**create)["UploadId"]
+        )
+        try:
+            parts = self._upload_parts(full, upload_id, path, part_size, sha256, action, progress)
+            complete: dict[str, Any] = {
+                "Bucket": self._bucket,
+                "Key": full,
+                "UploadId": upload_id,
+                "MultipartUpload": {"Parts": parts},
+                **_condition(mode),
+            }
+            write = _Write(key=key, mode=mode, sha256=sha256, size=size)
+            return self._with_retries(
+                action,
+                lambda: _etag(self._client.complete_multipart_upload(**complete)["ETag"]),
+                write=write if mode != OVERWRITE else None,
+                completing=True,
+            )
+        except BaseException:
+            self._abort(full, upload_id)
+            raise
+
+    def _upload_parts(
+        self,
+        full: str,
+        upload_id: str,
+        path: Path,
+        part_size: int,
+        sha256: str,
+        action: str,
+        progress: ProgressCallback | None,
+    ) -> builtins.list[dict[str, Any]]:
+        """Read parts in order through one hasher; upload them in parallel.
+
+        At most ``concurrency`` parts are uploading while the next one is read, so memory
+        stays near ``(concurrency + 1) * part_size``.
+        """
+        digest = hashlib.sha256()
+        parts: dict[int, dict[str, Any]] = {}
+
+        def harvest(done: set[cf.Future[tuple[dict[str, Any], int]]]) -> None:
+            for future in done:
+                part, nbytes = future.result()
+                parts[part["PartNumber"]] = part
+                if progress is not None:
+                    progress(nbytes)
+
+        with (
+            open(path, "rb") as fh,
+            cf.ThreadPoolExecutor(self._concurrency, thread_name_prefix="modelshelf-put") as pool,
+        ):
+            pending: set[cf.Future[tuple[dict[str, Any], int]]] = set()
+            number = 0
+            try:
+                while True:
+                    while len(pending) >= self._concurrency:
+                        done, pending = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
+                        harvest(done)
+                    chunk = fh.read(part_size)
+                    if not chunk:
+                        break
+                    number += 1
+                    digest.update(chunk)
+                    pending.add(
+                        pool.submit(self._upload_part, full, upload_id, number, chunk, action)
+                    )
+                done, pending = cf.wait(pending)
+                harvest(done)
+            except BaseException:
+                for future in pending:
+                    future.cancel()
+                raise
+        if digest.hexdigest() != sha256:
+            raise IntegrityError(
+                f"{path} does not match its sha256 (read {digest.hexdigest()}, expected "
+                f"{sha256}); it changed during the upload, and nothing was written"
+            )
+        return [parts[n] for n in sorted(parts)]
+
+    def _upload_part(
+        self, full: str, upload_id: str, number: int, data: bytes, action: str
+    ) -> tuple[dict[str, Any], int]:
+        kwargs: dict[str, Any] = {
+            "Bucket": self._bucket,
+            "Key": full,
+            "UploadId": upload_id,
+            "PartNumber": number,
+            "Body": data,
+        }
+        if self._checksums:
+            kwargs["ChecksumAlgorithm"] = "SHA256"
+
+        def call() -> dict[str, Any]:
+            response = self._client.upload_part(**kwargs)
+            part = {"PartNumber": number, "ETag": response["ETag"]}
+            if response.get("ChecksumSHA256"):
+                part["ChecksumSHA256"] = response["ChecksumSHA256"]
+            return part
+
+        return self._with_retries(f"{action} (part {number})", call), len(data)
+
+    def _abort(self, full: str, upload_id: str) -> None:
+        # Best effort: an upload left behind costs storage until a lifecycle rule ends it,
+        # and must not hide the error that got us here.
+        try:
+            self._client.abort_multipart_upload(Bucket=self._bucket, Key=full, UploadId=upload_id)
+        except (ClientError, BotoCoreError):
+            pass
+
+    def delete(self, key: str) -> None:
+        full = self._full(key)
+
+        def call() -> None:
+            try:
+                self._client.delete_object(Bucket=self._bucket, Key=full)
+            except ClientError as exc:
+                if _kind(exc) is not _Kind.MISSING:
+                    raise
+
+        self._with_retries(f"delete {self._where(key)}", call)
+
+
+def _botocore_session() -> botocore.session.Session:
+    """A new botocore session that shares the parsed service models of earlier ones.
+
+    Each session otherwise parses botocore's S3 model and endpoint rules again (about
+    0.1 s); the data loader only caches files that never change, while credentials, profile
+    and region stay per session.
+    """
+    session = botocore.session.get_session()
+    data_path = session.get_config_variable("data_path")
+    with _LOADERS_LOCK:
+        loader = _LOADERS.get(data_path)
+        if loader is None:
+            loader = _LOADERS[data_path] = create_loader(data_path)
+    session.register_component("data_loader", loader)
+    return session
+
+
+def _hash_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(8 * MiB):
+            digest.update(chunk)
+    return digest.hexdigest()

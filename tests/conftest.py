@@ -1,0 +1,223 @@
+"""Shared fixtures: isolated AWS settings, S3 servers, and one store per backend.
+
+Backends, as pytest ids:
+
+- ``local``: a folder (``file://`` URI);
+- ``moto``: moto's in-process mock (``moto.mock_aws``); reachable from this process only;
+- ``moto-server``: moto's threaded server over HTTP on 127.0.0.1;
+- ``seaweedfs``: a real SeaweedFS (``weed mini``) on 127.0.0.1; marked ``seaweedfs``.
+
+Other test files get a registry on each backend through the ``backend`` fixture::
+
+    def test_push(backend):
+        store = open_store(backend.uri, **backend.store_options)
+
+``backend.uri`` is a fresh, empty registry root (a new bucket per test on S3).
+``backend.store_options`` holds what :func:`modelshelf._uri.open_store` needs beyond the URI
+(the endpoint); credentials and region come from the environment set up here, so child
+processes (``modelshelf`` CLI runs) reach the same servers, except for ``moto``, which lives
+in this process only (``backend.in_process``).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from _servers import SeaweedFS, seaweedfs_server
+from _servers import moto_server as run_moto_server
+
+from modelshelf._local import LocalStore
+from modelshelf._s3 import S3Store
+from modelshelf._store import Store
+
+# One identity for every backend: moto accepts anything, SeaweedFS is configured with it.
+ACCESS_KEY = "modelshelf-test"
+SECRET_KEY = "modelshelf-test-secret"
+REGION = "us-east-1"
+PREFIX = "registry"
+
+ALL_BACKENDS = ["local", "moto", "moto-server", "seaweedfs"]
+S3_BACKENDS = ["moto", "moto-server", "seaweedfs"]
+
+
+def _params(names: list[str]) -> list[Any]:
+    return [
+        pytest.param(name, id=name, marks=pytest.mark.seaweedfs if name == "seaweedfs" else ())
+        for name in names
+    ]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _aws_test_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Dummy credentials, no profiles, no instance metadata: nothing can reach real AWS."""
+    empty = tmp_path_factory.mktemp("aws") / "empty"
+    empty.write_text("")
+    with pytest.MonkeyPatch.context() as mp:
+        for name in list(os.environ):
+            if name.startswith(("AWS_", "MODELSHELF_")):
+                mp.delenv(name)
+        mp.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        mp.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        mp.setenv("AWS_DEFAULT_REGION", REGION)
+        mp.setenv("AWS_REGION", REGION)
+        mp.setenv("AWS_CONFIG_FILE", str(empty))
+        mp.setenv("AWS_SHARED_CREDENTIALS_FILE", str(empty))
+        mp.setenv("AWS_EC2_METADATA_DISABLED", "true")
+        yield
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[str]:
+    """The endpoint URL of one moto server shared by the session."""
+    with run_moto_server() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
+    """One SeaweedFS for the session, started on first use (about a second)."""
+    with seaweedfs_server(
+        tmp_path_factory.mktemp("seaweedfs"), access_key=ACCESS_KEY, secret_key=SECRET_KEY
+    ) as server:
+        yield server
+
+
+@dataclass
+class Backend:
+    """A fresh registry root on one backend.
+
+    Attributes:
+        name: The backend id (``local``, ``moto``, ``moto-server``, ``seaweedfs``).
+        uri: The registry URI, ``file:///...`` or ``s3://bucket/registry``.
+        store_options: Keyword arguments for ``open_store(uri, **store_options)``.
+        endpoint_url: The S3 endpoint, ``None`` for local and in-process moto.
+        bucket: The bucket, ``None`` for local.
+        in_process: Only this process can reach it (moto's in-process mock).
+    """
+
+    name: str
+    uri: str
+    store_options: dict[str, Any] = field(default_factory=dict)
+    endpoint_url: str | None = None
+    bucket: str | None = None
+    in_process: bool = False
+
+    @property
+    def is_s3(self) -> bool:
+        """True for every S3 backend."""
+        return self.bucket is not None
+
+    def open(self, **options: Any) -> Store:
+        """A store on this root; ``options`` go to ``S3Store`` (ignored for local)."""
+        if not self.is_s3:
+            return LocalStore(self.uri)
+        return S3Store(self.uri, **{**self.store_options, **options})
+
+    def s3_client(self) -> Any:
+        """A plain boto3 client for looking behind the store's back."""
+        if not self.is_s3:
+            raise TypeError(f"backend {self.name} is not S3")
+        return boto3.client("s3", endpoint_url=self.endpoint_url, region_name=REGION)
+
+    def env(self) -> dict[str, str]:
+        """Environment for a child process (a CLI run) that should use this registry."""
+        if self.in_process:
+            raise TypeError("moto's in-process mock cannot be reached from another process")
+        env = {"MODELSHELF_REGISTRY": self.uri}
+        if self.endpoint_url:
+            env["AWS_ENDPOINT_URL_S3"] = self.endpoint_url
+        return env
+
+
+def _new_bucket(endpoint_url: str | None) -> str:
+    bucket = f"ms-{uuid.uuid4().hex[:16]}"
+    boto3.client("s3", endpoint_url=endpoint_url, region_name=REGION).create_bucket(Bucket=bucket)
+    return bucket
+
+
+def _drop_bucket(endpoint_url: str | None, bucket: str) -> None:
+    client = boto3.client("s3", endpoint_url=endpoint_url, region_name=REGION)
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        keys = [{"Key": item["Key"]} for item in page.get("Contents", ())]
+        if keys:
+            client.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
+    client.delete_bucket(Bucket=bucket)
+
+
+@pytest.fixture
+def make_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    """A factory: ``make_backend("moto-server")`` gives a fresh :class:`Backend`."""
+    cleanups: list[Any] = []
+
+    def make(name: str) -> Backend:
+        if name == "local":
+            root = tmp_path / f"registry-{uuid.uuid4().hex[:8]}"
+            return Backend(name=name, uri=root.as_uri())
+        if name == "moto":
+            from moto import mock_aws
+
+            # Keep moto's in-memory state between tests (each test has its own bucket):
+            # rebuilding its backends on every start costs a few hundred milliseconds.
+            mock = mock_aws()
+            mock.start(reset=False)
+            cleanups.append(lambda: mock.stop(remove_data=False))
+            bucket = _new_bucket(None)
+            return Backend(
+                name=name,
+                uri=f"s3://{bucket}/{PREFIX}",
+                store_options={"region": REGION},
+                bucket=bucket,
+                in_process=True,
+            )
+        if name == "moto-server":
+            url = request.getfixturevalue("moto_server")
+        elif name == "seaweedfs":
+            url = request.getfixturevalue("seaweedfs").endpoint_url
+        else:
+            raise ValueError(f"unknown backend {name!r}")
+        bucket = _new_bucket(url)
+        if name == "seaweedfs":
+            # Each bucket is a collection with its own volumes: give the space back.
+            cleanups.append(lambda: _drop_bucket(url, bucket))
+        return Backend(
+            name=name,
+            uri=f"s3://{bucket}/{PREFIX}",
+            store_options={"endpoint_url": url},
+            endpoint_url=url,
+            bucket=bucket,
+        )
+
+    yield make
+    for cleanup in reversed(cleanups):
+        cleanup()
+
+
+@pytest.fixture(params=_params(ALL_BACKENDS))
+def backend(request: pytest.FixtureRequest, make_backend: Any) -> Backend:
+    """A fresh registry root on each backend in turn."""
+    result: Backend = make_backend(request.param)
+    return result
+
+
+@pytest.fixture(params=_params(S3_BACKENDS))
+def s3_backend(request: pytest.FixtureRequest, make_backend: Any) -> Backend:
+    """A fresh registry root on each S3 backend in turn."""
+    result: Backend = make_backend(request.param)
+    return result
+
+
+SMALL_PART = 5 * 1024 * 1024
+"""The smallest part S3 accepts; tests use it so multipart paths run on small files."""
+
+
+@pytest.fixture
+def store(backend: Backend) -> Store:
+    """A fresh, empty store on each backend, with 5 MiB parts on S3."""
+    return backend.open(part_size=SMALL_PART, retry_delay=0.05)
