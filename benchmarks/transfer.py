@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import joblib
@@ -85,10 +86,10 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(args.repeat):
             root = work / f"registry-{i}"
             registry = Registry(LocalStore(root), cache_dir=work / f"cache-{i}")
-            push_times.append(_timed(lambda r=registry: r.push("bench", source, version="1.0.0")))
+            push_times.append(_timed(partial(registry.push, "bench", source, version="1.0.0")))
             registry.cache.clear()
             dest = work / f"pulled-{i}"
-            pull_times.append(_timed(lambda r=registry, d=dest: r.pull("bench:1.0.0", d)))
+            pull_times.append(_timed(partial(registry.pull, "bench:1.0.0", dest)))
             before = registry.cache.bytes_downloaded
             registry.load("bench:1.0.0")
             warm_bytes.append(registry.cache.bytes_downloaded - before)

@@ -237,9 +237,7 @@ def _run(command: list[str]) -> None:
 
 
 def _copy_package(source: Path, dest: Path) -> None:
-    shutil.copytree(
-        source, dest, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo")
-    )
+    shutil.copytree(source, dest, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo"))
 
 
 def _write_zip(tree: Path, out: Path) -> tuple[int, int]:
@@ -247,9 +245,7 @@ def _write_zip(tree: Path, out: Path) -> tuple[int, int]:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".zip.tmp")
     unpacked = 0
-    files = sorted(
-        p for p in tree.rglob("*") if p.is_file() and "__pycache__" not in p.parts
-    )
+    files = sorted(p for p in tree.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
     with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
         for path in files:
             info = zipfile.ZipInfo(path.relative_to(tree).as_posix(), date_time=_ZIP_TIME)
@@ -264,28 +260,39 @@ def _write_zip(tree: Path, out: Path) -> tuple[int, int]:
     return unpacked, len(files)
 
 
+def _python_version(python: str) -> str | None:
+    try:
+        probe = subprocess.run(
+            [python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    except OSError:
+        return None
+    return probe.stdout.strip() if probe.returncode == 0 else None
+
+
 def _find_check_python(explicit: str | None) -> str | None:
+    """The interpreter for the smoke test: the one asked for, else a working python3.12."""
     if explicit:
+        version = _python_version(explicit)
+        if version != PYTHON_VERSION:
+            raise SystemExit(f"--check-python {explicit} is not a working Python {PYTHON_VERSION}")
         return explicit
-    return shutil.which(f"python{PYTHON_VERSION}")
+    found = shutil.which(f"python{PYTHON_VERSION}")
+    # A version manager's shim may exist without that version being usable.
+    return found if found and _python_version(found) == PYTHON_VERSION else None
 
 
 def _smoke_import(python: str, tree: Path, modules: list[str]) -> None:
-    version = subprocess.run(
-        [python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-    if version != PYTHON_VERSION:
-        raise SystemExit(f"--check-python {python} is Python {version}, not {PYTHON_VERSION}")
     # -I -S: no user or site packages, so only the zip's tree and the stdlib can satisfy
     # an import, as in Lambda (whose own boto3 is not needed for an import check).
+    # -B: no __pycache__ left behind in the tree that is about to be zipped.
     code = (
         "import importlib, sys; sys.path.insert(0, sys.argv[1]); "
         "[importlib.import_module(m) for m in sys.argv[2:]]"
     )
-    # -B: no __pycache__ left behind in the tree that is about to be zipped.
     _run([python, "-B", "-I", "-S", "-c", code, str(tree), *modules])
 
 

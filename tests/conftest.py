@@ -34,7 +34,7 @@ from _servers import SeaweedFS, seaweedfs_server
 from _servers import moto_server as run_moto_server
 
 from modelshelf._local import LocalStore
-from modelshelf._s3 import S3Store
+from modelshelf._s3 import S3Store, _botocore_session
 from modelshelf._store import Store
 
 # One identity for every backend: moto accepts anything, SeaweedFS is configured with it.
@@ -124,7 +124,7 @@ class Backend:
         """A plain boto3 client for looking behind the store's back."""
         if not self.is_s3:
             raise TypeError(f"backend {self.name} is not S3")
-        return boto3.client("s3", endpoint_url=self.endpoint_url, region_name=REGION)
+        return s3_client(self.endpoint_url)
 
     def env(self) -> dict[str, str]:
         """Environment for a child process (a CLI run) that should use this registry."""
@@ -136,19 +136,18 @@ class Backend:
         return env
 
 
+def s3_client(endpoint_url: str | None) -> Any:
+    """A plain boto3 S3 client (credentials from the test environment)."""
+    # Shares botocore's parsed models with the stores: a fresh default session would parse
+    # them again (moto resets boto3's default session whenever a mock starts).
+    session = boto3.session.Session(botocore_session=_botocore_session(), region_name=REGION)
+    return session.client("s3", endpoint_url=endpoint_url)
+
+
 def _new_bucket(endpoint_url: str | None) -> str:
     bucket = f"ms-{uuid.uuid4().hex[:16]}"
-    boto3.client("s3", endpoint_url=endpoint_url, region_name=REGION).create_bucket(Bucket=bucket)
+    s3_client(endpoint_url).create_bucket(Bucket=bucket)
     return bucket
-
-
-def _drop_bucket(endpoint_url: str | None, bucket: str) -> None:
-    client = boto3.client("s3", endpoint_url=endpoint_url, region_name=REGION)
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
-        keys = [{"Key": item["Key"]} for item in page.get("Contents", ())]
-        if keys:
-            client.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
-    client.delete_bucket(Bucket=bucket)
 
 
 @pytest.fixture
@@ -184,8 +183,9 @@ def make_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any
             raise ValueError(f"unknown backend {name!r}")
         bucket = _new_bucket(url)
         if name == "seaweedfs":
-            # Each bucket is a collection with its own volumes: give the space back.
-            cleanups.append(lambda: _drop_bucket(url, bucket))
+            # Each bucket is a collection with its own volume: give the slot back. SeaweedFS
+            # deletes non-empty buckets (-s3.allowDeleteBucketNotEmpty, on by default).
+            cleanups.append(lambda: s3_client(url).delete_bucket(Bucket=bucket))
         return Backend(
             name=name,
             uri=f"s3://{bucket}/{PREFIX}",

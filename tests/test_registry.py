@@ -200,7 +200,7 @@ BAD_PUSHES: list[tuple[str, dict[str, Any], type[Exception], str]] = [
     ("iris", {"card": "a string"}, InvalidCardError, "mapping"),
     ("iris", {"card": {"name": "other"}}, InvalidCardError, "'other'"),
     ("iris", {"card": {"version": "2.0.0"}, "version": "1.0.0"}, InvalidCardError, "2.0.0"),
-    ("iris", {"card": {"version": "2.0"}}, InvalidVersionError, "2.0"),
+    ("iris", {"card": {"version": "2.0"}}, InvalidCardError, "2.0"),
 ]
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from faultproxy import FaultProxy, FaultRates
 
 from modelshelf import (
     AliasNotSetError,
@@ -433,4 +434,45 @@ def test_background_flush_and_close_flush(registry: Registry, tmp_path: Path) ->
             server.record("1.1.0", 1.0)
     assert stored_stats(registry.store)["1.1.0"].count == 9, (
         "close() must flush what was recorded since the last flush"
+    )
+
+
+def test_an_unreachable_s3_store_never_reaches_requests(make_backend: Any, tmp_path: Path) -> None:
+    """moto over HTTP behind a proxy that answers 503 or resets every request for a while."""
+    backend = make_backend("moto-server")
+    admin = Registry(backend.open(), cache_dir=tmp_path / "admin", user="ops")
+    push_versions(admin, ["1.0.0", "1.1.0"])
+    admin.set_active("iris", "1.0.0")
+    with FaultProxy(backend.endpoint_url, seed=3) as proxy:
+        registry = Registry(
+            backend.uri,
+            endpoint_url=proxy.endpoint_url,
+            max_attempts=2,
+            retry_delay=0.01,
+            cache_dir=tmp_path / "srv",
+        )
+        with ModelServer(registry, "iris", poll_interval=0.05, server_id="web-9") as server:
+            proxy.set_rates(FaultRates(slowdown=0.5, reset=0.5))
+            admin.set_active("iris", "1.1.0")  # the admin does not go through the proxy
+            for _ in range(40):
+                server.predict("predict", 1, key="user")
+            assert server.flush() > 0, "a flush through a dead endpoint must stay pending"
+            wait_for(
+                lambda: server.status().consecutive_failures >= 3,
+                timeout=20,
+                what="polls to fail while the endpoint is down",
+            )
+            assert {server.route(f"u{i}")[0] for i in range(1000)} == {"1.0.0"}, (
+                "while S3 is unreachable the last good version must keep serving"
+            )
+            proxy.set_rates(FaultRates())
+            wait_for(
+                lambda: server.route()[0] == "1.1.0",
+                timeout=20,
+                what="the server to follow the change once S3 answers again",
+            )
+            assert server.flush() == 0, "the kept metrics must land once S3 answers"
+        assert proxy.stats.faults > 0, "the proxy injected no fault: the test proved nothing"
+    assert stored_stats(backend.open())["1.0.0"].count == 40, (
+        "requests recorded during the outage must be written exactly once afterwards"
     )

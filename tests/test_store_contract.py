@@ -163,7 +163,7 @@ def test_empty_objects(store: Store, tmp_path: Path) -> None:
 def test_listing_past_one_page_in_key_order(store: Store) -> None:
     blob_keys = [f"m/blobs/{i:05d}" for i in range(1100)]
     other = ["m/versions/1.0.0.json", "m2/blobs/x", "n/a", "m/blobs-extra"]
-    with cf.ThreadPoolExecutor(16) as pool:
+    with cf.ThreadPoolExecutor(4) as pool:
         list(pool.map(lambda k: store.put(k, k.encode()), blob_keys + other))
 
     listed = list(store.list("m/blobs/"))
@@ -254,21 +254,22 @@ def test_put_file_without_sha256(store: Store, tmp_path: Path) -> None:
 BAD_KEYS = ["", "/abs", "a/../b", "..", "a//b", "./a", "a/", "a\\b"]
 
 
-@pytest.mark.parametrize("key", BAD_KEYS, ids=repr)
-def test_invalid_keys_are_refused(store: Store, tmp_path: Path, key: str) -> None:
+def test_invalid_keys_are_refused(store: Store, tmp_path: Path) -> None:
     src = tmp_path / "f"
     src.write_bytes(b"x")
-    calls: list[Callable[[], Any]] = [
-        lambda: store.put(key, b"x"),
-        lambda: store.get(key),
-        lambda: store.head(key),
-        lambda: store.delete(key),
-        lambda: store.put_file(key, src),
-        lambda: store.get_file(key, tmp_path / "out"),
-    ]
-    for call in calls:
-        with pytest.raises(InvalidKeyError):
-            call()
+    for key in BAD_KEYS:
+        calls: dict[str, Callable[[], Any]] = {
+            "put": lambda key=key: store.put(key, b"x"),
+            "get": lambda key=key: store.get(key),
+            "head": lambda key=key: store.head(key),
+            "delete": lambda key=key: store.delete(key),
+            "put_file": lambda key=key: store.put_file(key, src),
+            "get_file": lambda key=key: store.get_file(key, tmp_path / "out"),
+        }
+        for name, call in calls.items():
+            with pytest.raises(InvalidKeyError):
+                call()
+                pytest.fail(f"{name}({key!r}) accepted an invalid key")
     assert list(store.list()) == [], "a refused key must write nothing"
 
 
@@ -310,7 +311,7 @@ _RACER = textwrap.dedent(
 
 
 def test_local_create_race_between_processes(tmp_path: Path) -> None:
-    root, writers, rounds = tmp_path / "registry", 8, 20
+    root, writers, rounds = tmp_path / "registry", 8, 10
     LocalStore(root)
     procs = [
         subprocess.Popen(

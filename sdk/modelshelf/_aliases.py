@@ -25,6 +25,7 @@ from ._errors import (
     AliasNotSetError,
     CommitStateUnknownError,
     InvalidAliasesError,
+    InvalidVersionError,
     KeyNotFoundError,
     PreconditionFailedError,
     StoreError,
@@ -85,7 +86,10 @@ class Aliases(BaseModel):
         for field in ("active", "canary"):
             value = getattr(self, field)
             if value is not None:
-                parse_version(value)
+                try:
+                    parse_version(value)
+                except InvalidVersionError as exc:
+                    raise ValueError(f"{field}: {exc}") from None
         if self.canary is not None and self.active is None:
             raise ValueError("a canary needs an active version")
         if self.canary is not None and self.canary == self.active:

@@ -192,15 +192,7 @@ class LocalStore:
                 if key.startswith(prefix):
                     found.append((key, Path(dirpath) / name))
         found.sort(key=lambda item: item[0].encode())
-        return self._infos(found)
-
-    def _infos(self, found: list[tuple[str, Path]]) -> Iterator[ObjectInfo]:
-        for key, path in found:
-            try:
-                st = path.stat()
-            except FileNotFoundError:
-                continue  # deleted while we listed
-            yield ObjectInfo(key, st.st_size, _etag(st), datetime.fromtimestamp(st.st_mtime, UTC))
+        return _infos(found)
 
     # -- writes ------------------------------------------------------------------------
 
@@ -327,6 +319,15 @@ class LocalStore:
                     break
                 raise
             parent = parent.parent
+
+
+def _infos(found: list[tuple[str, Path]]) -> Iterator[ObjectInfo]:
+    for key, path in found:
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            continue  # deleted while we listed
+        yield ObjectInfo(key, st.st_size, _etag(st), datetime.fromtimestamp(st.st_mtime, UTC))
 
 
 def _copy_fd(src: int, dst: int, size: int, progress: ProgressCallback | None) -> None:

@@ -243,10 +243,11 @@ def _store_bins(store: DenseStore) -> dict[int, float]:
     if store.count == 0:
         return {}
     offset = store.offset
+    first = store.min_key - offset
     return {
-        offset + index: float(count)
-        for index, count in enumerate(store.bins)
-        if count != 0 and store.min_key <= offset + index <= store.max_key
+        first + offset + index: float(count)
+        for index, count in enumerate(store.bins[first : store.max_key - offset + 1])
+        if count != 0
     }
 
 

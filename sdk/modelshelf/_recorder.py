@@ -193,7 +193,9 @@ class Recorder:
                     continue  # its earlier write must land first (see the module docstring)
                 with self._lock:
                     counts = self._waiting.pop(slot)
-                    outstanding = self._freeze(slot, counts)
+                # Built outside the lock: record() must not wait for pydantic and JSON.
+                outstanding = self._freeze(slot, counts)
+                with self._lock:
                     self._outstanding[slot] = outstanding
                 store_ok = self._try(slot, outstanding)
             with self._lock:

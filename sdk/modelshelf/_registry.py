@@ -212,7 +212,10 @@ class Registry(AliasOperations):
         if version is not None and bump is not None:
             raise InvalidVersionError("give either an explicit version or a bump, not both")
         if the_card.version is not None:
-            parse_version(the_card.version)
+            try:
+                parse_version(the_card.version)
+            except InvalidVersionError as exc:
+                raise InvalidCardError(f"invalid model card: version: {exc}") from exc
             if version is None and bump is None:
                 version = the_card.version
             elif version != the_card.version:
@@ -225,33 +228,15 @@ class Registry(AliasOperations):
         if bump is not None:
             bump_version("0.0.0", bump)  # validates the bump word before any work
 
-        self._precheck(name, the_card, version, bump, allow_schema_change)
-
         with tempfile.TemporaryDirectory(prefix="modelshelf-push-") as workdir:
             files = collect_source(source, Path(workdir))
+            existing = self._precheck(name, the_card, files, version, bump, allow_schema_change)
+            if existing is not None:
+                return existing
             entries, reused = self._upload_blobs(name, files, progress)
             manifest = self._commit(name, the_card, entries, version, bump, allow_schema_change)
             self._repair_reused(name, files, entries, reused)
             return manifest
-
-    def _precheck(
-        self,
-        name: str,
-        card: ModelCard,
-        version: str | None,
-        bump: str | None,
-        allow_schema_change: bool,
-    ) -> None:
-        # Refuse a schema change before uploading gigabytes for a push that cannot commit.
-        # The commit checks again against what it finds then; this is only the early answer.
-        existing = self.versions(name)
-        if version is not None:
-            target = version
-        else:
-            step = bump or ("minor" if existing else "major")
-            target = bump_version(existing[-1] if existing else None, step)
-        if target not in existing:
-            self._check_schema(name, target, card, existing, allow_schema_change)
 
     def _repair_reused(
         self, name: str, files: list[SourceFile], entries: list[FileEntry], reused: set[str]
@@ -269,6 +254,35 @@ class Registry(AliasOperations):
                     self.store.put_file(key, f.local, mode=CREATE, sha256=entry.sha256)
                 except PreconditionFailedError:
                     pass
+
+    def _precheck(
+        self,
+        name: str,
+        card: ModelCard,
+        files: list[SourceFile],
+        version: str | None,
+        bump: str | None,
+        allow_schema_change: bool,
+    ) -> ModelVersion | None:
+        """Refuse a taken version or a schema change before any blob is written.
+
+        The commit checks again (another writer may race us); this pass only makes sure
+        that input we can already tell is bad leaves nothing behind.
+        """
+        existing = self.versions(name)
+        if version is not None and version in existing:
+            entries = [
+                FileEntry(path=f.path, size=f.size, sha256=sha256_file(f.local)) for f in files
+            ]
+            same = self._identical(name, version, card, entries)
+            if same is not None:
+                return same
+            raise self._exists_error(name, version, existing)
+        target = version or bump_version(
+            existing[-1] if existing else None, bump or ("minor" if existing else "major")
+        )
+        self._check_schema(name, target, card, existing, allow_schema_change)
+        return None
 
     def _upload_blobs(
         self, name: str, files: list[SourceFile], progress: Progress | None

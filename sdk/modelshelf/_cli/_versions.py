@@ -96,7 +96,11 @@ def push(
     allow_schema_change: bool,
     as_json: bool,
 ) -> None:
-    """Push the file or folder PATH as a new immutable version of NAME."""
+    """Push the file or folder PATH as a new version of NAME.
+
+    Versions are immutable: an explicit --version that is taken fails (exit 31) unless
+    the same files and card were pushed there, which returns that version.
+    """
     check_name(name)
     card = _read_card_file(card_file) if card_file else None
     started = utcnow()
@@ -130,10 +134,10 @@ def push(
 @json_option
 @pass_state
 def list_command(state: AppState, name: str | None, as_json: bool) -> None:
-    """List the models, or the versions of model NAME."""
+    """List the models, or the versions of NAME."""
     registry = state.registry
     if name is None:
-        rows = []
+        rows: list[dict[str, Any]] = []
         for model in registry.models():
             versions = registry.versions(model)
             rows.append({"name": model, "versions": len(versions), "latest": versions[-1]})
@@ -171,7 +175,10 @@ def list_command(state: AppState, name: str | None, as_json: bool) -> None:
     table = Table("version", "created at", "created by", "size", "files")
     for m in manifests:
         table.add_row(
-            m.version, format_time(m.created_at), m.created_by, human_size(m.size),
+            m.version,
+            format_time(m.created_at),
+            m.created_by,
+            human_size(m.size),
             str(len(m.files)),
         )
     state.console.print(table)
@@ -186,7 +193,10 @@ def _compact(value: Any) -> str:
 @json_option
 @pass_state
 def show(state: AppState, ref: str, as_json: bool) -> None:
-    """Show a version's card and files (REF: iris, iris:latest, iris:1.2.0)."""
+    """Show a version's card and files.
+
+    REF is NAME (the latest version), NAME:latest or NAME:MAJOR.MINOR.PATCH.
+    """
     manifest = state.registry.get(ref)
     if as_json:
         emit_json(manifest.model_dump(mode="json"))
@@ -237,7 +247,10 @@ def show(state: AppState, ref: str, as_json: bool) -> None:
 @json_option
 @pass_state
 def pull(state: AppState, ref: str, dest: str | None, as_json: bool) -> None:
-    """Download a version's files, each verified against its sha256 before it is placed."""
+    """Download a version's files, verified.
+
+    Every file is checked against its sha256 before it is placed in DIR.
+    """
     registry = state.registry
     manifest = registry.get(ref)
     target = Path(dest) if dest else Path(f"{manifest.name}-{manifest.version}")
@@ -265,7 +278,10 @@ def pull(state: AppState, ref: str, dest: str | None, as_json: bool) -> None:
 @json_option
 @pass_state
 def verify(state: AppState, ref: str, as_json: bool) -> None:
-    """Download and re-hash every blob of a version, bypassing the cache."""
+    """Re-hash every blob of a version.
+
+    Downloads each blob again, bypassing the local cache; a mismatch exits 50.
+    """
     registry = state.registry
     manifest = registry.get(ref)
     with transfer_progress(f"verify {manifest.ref}", manifest.size) as progress:

@@ -1,0 +1,484 @@
+"""Incremental reading of the metrics a serving fleet flushed, with a cursor in the store.
+
+Each serving process writes one immutable object per (version, window, flush)::
+
+    {model}/metrics/{version}/{window}/{server_id}-{seq}.json
+
+The promoter needs, for the active and the canary version, the merge of every such object
+since the canary started. Reading them all at every run would cost one GET per object
+(1,000 servers x 60-second windows is 60,000 objects an hour), so the merged statistics so
+far are kept in ``{model}/promoter/state.json`` together with a cursor saying which objects
+they already hold; a run lists the two version prefixes, GETs only the objects the cursor
+does not cover, merges them in, and writes the state back with If-Match (create-if-absent
+the first time). A run that loses that race simply leaves the state to the winner: the
+stored statistics always equal the merge of exactly the objects the stored cursor names.
+
+Why the cursor is not one "last key read" watermark
+---------------------------------------------------
+Keys list in lexicographic order, which is time order of windows, but objects do not
+*arrive* in that order: a server flushes a window up to a flush interval after it closed,
+and a server whose writes failed retries the same key (same window, same sequence number)
+at later flushes, possibly many minutes later. A single high-water key would skip those
+late objects forever. So the cursor has two parts per version:
+
+* **open windows** (starting less than ``lateness_seconds`` before now): the exact set of
+  object names (``{server_id}-{seq}``) already merged, per window. A late object in an open
+  window is simply a name not yet in the set, and is read at the next run.
+* **closed windows** (older): only a count of the objects accounted for. Once a window is
+  older than the lateness bound, its name set is dropped (this is what keeps the state
+  small: the sets cover only the last ``lateness_seconds``); an object that still turns up
+  there is not merged but counted and reported as ``late_ignored``. Before a window is
+  closed, the run that closes it has listed and read everything present in it.
+
+The bound (default 15 minutes) should exceed a window plus a flush interval plus the store
+outage a fleet is expected to ride out; the serving client keeps unwritten metrics in memory
+and retries them, so a longer outage shows up as ``late_ignored`` in the decisions rather
+than silently. Listing still covers every key since the canary started (the store protocol
+has no start-after), about one LIST request per 1,000 objects; only the GETs are incremental.
+
+Which objects count
+-------------------
+Only the two versions the aliases name (other versions' prefixes are never listed), and only
+windows that end after the canary started (the window holding the start time counts, with
+the few active requests it holds from just before the start). A key's window start is known
+from the key, its length only from the object, so keys are filtered with the longest window
+length seen so far (:data:`DEFAULT_WINDOW_SECONDS` before any object is read, the canary's
+prefix first with :data:`MAX_WINDOW_SECONDS`) and objects again after reading; an object read
+and found to be from before the start is remembered as read, not merged.
+
+A corrupt object (not JSON, failing validation, or naming another model, version, window or
+server than its key) is skipped, remembered as read (objects are immutable, reading it again
+cannot help) and reported; it never fails the run.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from modelshelf._card import canonical_json, utcnow
+from modelshelf._errors import (
+    InvalidInputError,
+    KeyNotFoundError,
+    PreconditionFailedError,
+)
+from modelshelf._metrics import (
+    WINDOW_FORMAT,
+    ArmStats,
+    MetricsSummary,
+    metrics_prefix,
+    parse_metrics_key,
+    summary_from_json,
+)
+from modelshelf._refs import check_name
+from modelshelf._store import CREATE, IfMatch, Store
+
+__all__ = [
+    "DEFAULT_LATENESS_SECONDS",
+    "DEFAULT_WINDOW_SECONDS",
+    "MAX_WINDOW_SECONDS",
+    "ArmCursor",
+    "CanaryCursor",
+    "CorruptObject",
+    "PromoterState",
+    "ReadReport",
+    "canary_seen_recently",
+    "load_state",
+    "read_metrics",
+    "save_state",
+    "state_key",
+]
+
+DEFAULT_LATENESS_SECONDS = 900.0
+"""Windows that started longer ago than this are closed (see the module docstring)."""
+DEFAULT_WINDOW_SECONDS = 60
+"""The serving client's default window, assumed until an object says otherwise."""
+MAX_WINDOW_SECONDS = 3600
+"""The longest metrics window the reader looks back for at the canary's start."""
+MAX_CORRUPT_KEPT = 100
+"""Corrupt objects named in the state (all are counted)."""
+DEFAULT_MAX_WORKERS = 16
+
+Role = Literal["active", "canary"]
+
+
+def state_key(model: str) -> str:
+    """Key of a model's promoter state."""
+    return f"{check_name(model)}/promoter/state.json"
+
+
+class CorruptObject(BaseModel):
+    """A metrics object that could not be used, and why."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    key: str
+    error: str
+
+
+class ArmCursor(BaseModel):
+    """What has been merged for one version of a canary run.
+
+    Attributes:
+        version: The version (active's or the canary's).
+        stats: The merge of every counted object read so far.
+        open_windows: Window key -> sorted names (``{server}-{seq}``) of objects read.
+        closed_windows: Window key -> objects accounted for when the window closed (plus
+            late arrivals reported since).
+        last_window_with_requests: Start of the newest window with at least one request.
+        window_seconds: The longest window length seen in this version's objects.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: str
+    stats: ArmStats = Field(default_factory=ArmStats)
+    open_windows: dict[str, list[str]] = Field(default_factory=dict)
+    closed_windows: dict[str, int] = Field(default_factory=dict)
+    last_window_with_requests: datetime | None = None
+    window_seconds: int | None = None
+
+
+class CanaryCursor(BaseModel):
+    """The incremental reading state of one canary run (active, canary, start time).
+
+    ``generation`` and ``step_started_at`` cache the alias history lookup of the last run:
+    while the aliases stay at that generation the step's start is known without reading
+    the history again.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    active: str
+    canary: str
+    canary_started_at: datetime
+    watermark: datetime | None = None
+    arms: dict[Role, ArmCursor]
+    corrupt: list[CorruptObject] = Field(default_factory=list)
+    corrupt_count: int = 0
+    late_ignored: int = 0
+    objects_read: int = 0
+    runs: int = 0
+    generation: int | None = None
+    step_started_at: datetime | None = None
+
+    def matches(self, active: str, canary: str, canary_started_at: datetime) -> bool:
+        """Whether this cursor belongs to the canary run described."""
+        return (
+            self.active == active
+            and self.canary == canary
+            and self.canary_started_at == canary_started_at
+        )
+
+    @classmethod
+    def fresh(cls, active: str, canary: str, canary_started_at: datetime) -> CanaryCursor:
+        """An empty cursor for a canary run."""
+        return cls(
+            active=active,
+            canary=canary,
+            canary_started_at=canary_started_at,
+            arms={"active": ArmCursor(version=active), "canary": ArmCursor(version=canary)},
+        )
+
+
+class PromoterState(BaseModel):
+    """``{model}/promoter/state.json``: the cursor of the model's current canary run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str
+    cursor: CanaryCursor | None = None
+    updated_at: datetime = Field(default_factory=utcnow)
+    updated_by: str | None = None
+
+    def to_json(self) -> bytes:
+        """Canonical bytes (sorted keys)."""
+        return canonical_json(self.model_dump(mode="json"))
+
+
+class ReadReport(BaseModel):
+    """What one incremental read did.
+
+    Attributes:
+        listed: Metric keys listed under the two versions.
+        fetched: Objects read (GETs) by this run.
+        merged: Objects merged into the statistics by this run.
+        before_start: Objects read this run but from windows before the canary started.
+        corrupt: Corrupt objects found by this run (skipped).
+        corrupt_total: Corrupt objects found since the canary started.
+        late_ignored: Objects found this run in windows already closed (not merged).
+        stray_keys: Keys under the metrics prefixes that are not metrics object keys.
+        window_seconds: The longest window length seen.
+        watermark: Windows starting before this are closed.
+        seconds: Wall time of the read.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    listed: int
+    fetched: int
+    merged: int
+    before_start: int
+    corrupt: list[CorruptObject]
+    corrupt_total: int
+    late_ignored: int
+    stray_keys: int
+    window_seconds: int | None
+    watermark: datetime | None
+    seconds: float
+
+
+def load_state(store: Store, model: str) -> tuple[PromoterState | None, str | None, str | None]:
+    """The stored state, its etag, and a problem description when it was unreadable.
+
+    An unreadable state is not fatal: the caller starts over (reading every object again)
+    and replaces it, conditionally on the etag returned here.
+    """
+    try:
+        obj = store.get(state_key(model))
+    except KeyNotFoundError:
+        return None, None, None
+    assert obj is not None
+    try:
+        state = PromoterState.model_validate_json(obj.data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "state"
+        return None, obj.etag, f"unreadable promoter state ({where}: {first['msg']}), rebuilt"
+    if state.model != model:
+        return None, obj.etag, f"promoter state names model {state.model!r}, rebuilt"
+    return state, obj.etag, None
+
+
+def save_state(store: Store, model: str, state: PromoterState, etag: str | None) -> bool:
+    """Write the state if nobody replaced it since it was read at ``etag``.
+
+    Returns:
+        False when another run wrote it first (its state is as good as ours).
+    """
+    try:
+        store.put(state_key(model), state.to_json(), mode=CREATE if etag is None else IfMatch(etag))
+    except PreconditionFailedError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class _Todo:
+    role: Role
+    key: str
+    window: str
+    name: str
+
+
+@dataclass(frozen=True)
+class _Fetched:
+    todo: _Todo
+    summary: MetricsSummary | None
+    error: str | None
+    missing: bool = False
+
+
+def _fetch(store: Store, todo: _Todo, model: str, version: str) -> _Fetched:
+    try:
+        obj = store.get(todo.key)
+    except KeyNotFoundError:
+        return _Fetched(todo, None, None, missing=True)
+    assert obj is not None
+    try:
+        summary = summary_from_json(obj.data, todo.key)
+    except InvalidInputError as exc:
+        return _Fetched(todo, None, str(exc))
+    parsed = parse_metrics_key(todo.key)
+    mismatch = [
+        what
+        for what, ok in (
+            ("model", summary.model == model),
+            ("version", summary.version == version),
+            ("window", summary.window_start == parsed.window_start),
+            ("server", summary.server_id == parsed.server_id),
+            ("seq", summary.seq == parsed.seq),
+        )
+        if not ok
+    ]
+    if mismatch:
+        return _Fetched(
+            todo, None, f"corrupt {todo.key}: its {', '.join(mismatch)} differ from its key"
+        )
+    return _Fetched(todo, summary, None)
+
+
+def _window_text(when: datetime) -> str:
+    return when.astimezone(UTC).strftime(WINDOW_FORMAT)
+
+
+def read_metrics(
+    store: Store,
+    model: str,
+    cursor: CanaryCursor,
+    *,
+    now: datetime,
+    lateness_seconds: float = DEFAULT_LATENESS_SECONDS,
+    max_workers: int = DEFAULT_MAX_WORKERS,
+) -> tuple[CanaryCursor, ReadReport]:
+    """Merge the metrics objects that arrived since ``cursor`` was written.
+
+    Args:
+        store: The registry's store.
+        model: The model.
+        cursor: The canary run's cursor (:meth:`CanaryCursor.fresh` the first time).
+        now: The time of this run (closes windows older than ``lateness_seconds``).
+        lateness_seconds: How long after its start a window still takes late objects.
+        max_workers: Parallel GETs.
+
+    Returns:
+        The advanced cursor (a new object; ``cursor`` is not changed) and the report.
+
+    Raises:
+        StoreError: Listing or reading failed; nothing is half-applied, the next run
+            starts from the same cursor.
+    """
+    began = time.monotonic()
+    cursor = cursor.model_copy(deep=True)
+    started = cursor.canary_started_at
+    old_watermark = cursor.watermark
+    listed = stray = late = before = merged_count = 0
+    corrupt: list[CorruptObject] = []
+    fetched: list[_Fetched] = []
+
+    # The canary first: its objects tell the window length before active's are filtered.
+    for role in ("canary", "active"):
+        arm = cursor.arms[role]
+        known = max(
+            (a.window_seconds for a in cursor.arms.values() if a.window_seconds), default=None
+        )
+        lookback = known or (MAX_WINDOW_SECONDS if role == "canary" else DEFAULT_WINDOW_SECONDS)
+        earliest = started - timedelta(seconds=lookback)
+        todo: list[_Todo] = []
+        closed_seen: dict[str, int] = {}
+        for info in store.list(metrics_prefix(model, arm.version)):
+            listed += 1
+            try:
+                parsed = parse_metrics_key(info.key)
+            except InvalidInputError:
+                stray += 1
+                continue
+            if parsed.window_start <= earliest:
+                continue  # before the canary: never read
+            window = _window_text(parsed.window_start)
+            if old_watermark is not None and parsed.window_start < old_watermark:
+                closed_seen[window] = closed_seen.get(window, 0) + 1
+                continue
+            name = info.key.rsplit("/", 1)[1]
+            names = arm.open_windows.get(window)
+            if names is not None and name in names:
+                continue
+            todo.append(_Todo(role, info.key, window, name))
+        for window, seen in closed_seen.items():
+            accounted = arm.closed_windows.get(window, 0)
+            if seen > accounted:
+                late += seen - accounted
+                arm.closed_windows[window] = seen
+        results = _fetch_all(store, model, arm.version, todo, max_workers)
+        fetched += results
+        new: list[MetricsSummary] = []
+        for result in results:
+            if result.missing:
+                continue  # gone between list and get; nothing to remember
+            item = result.todo
+            arm.open_windows.setdefault(item.window, []).append(item.name)
+            if result.summary is None:
+                corrupt.append(CorruptObject(key=item.key, error=result.error or "corrupt"))
+                continue
+            summary = result.summary
+            end = summary.window_start + timedelta(seconds=summary.window_seconds)
+            if end <= started:
+                before += 1
+                continue
+            new.append(summary)
+            arm.window_seconds = max(arm.window_seconds or 0, summary.window_seconds)
+            if summary.count > 0 and (
+                arm.last_window_with_requests is None
+                or summary.window_start > arm.last_window_with_requests
+            ):
+                arm.last_window_with_requests = summary.window_start
+        if new:
+            arm.stats = ArmStats.merge_all([arm.stats, *new])
+            merged_count += len(new)
+        for names in arm.open_windows.values():
+            names.sort()
+
+    watermark = now - timedelta(seconds=lateness_seconds)
+    if old_watermark is not None and old_watermark > watermark:
+        watermark = old_watermark
+    for arm in cursor.arms.values():
+        for window in [w for w in arm.open_windows if _parse_window(w) < watermark]:
+            arm.closed_windows[window] = len(arm.open_windows.pop(window))
+    cursor.watermark = watermark
+    cursor.corrupt_count += len(corrupt)
+    room = MAX_CORRUPT_KEPT - len(cursor.corrupt)
+    if room > 0:
+        cursor.corrupt.extend(corrupt[:room])
+    cursor.late_ignored += late
+    reads = sum(1 for f in fetched if not f.missing)
+    cursor.objects_read += reads
+    cursor.runs += 1
+    report = ReadReport(
+        listed=listed,
+        fetched=len(fetched),
+        merged=merged_count,
+        before_start=before,
+        corrupt=corrupt,
+        corrupt_total=cursor.corrupt_count,
+        late_ignored=late,
+        stray_keys=stray,
+        window_seconds=max(
+            (a.window_seconds for a in cursor.arms.values() if a.window_seconds), default=None
+        ),
+        watermark=watermark,
+        seconds=time.monotonic() - began,
+    )
+    return cursor, report
+
+
+def _parse_window(text: str) -> datetime:
+    return datetime.strptime(text, WINDOW_FORMAT).replace(tzinfo=UTC)
+
+
+def _fetch_all(
+    store: Store, model: str, version: str, todo: Iterable[_Todo], max_workers: int
+) -> list[_Fetched]:
+    items = list(todo)
+    if not items:
+        return []
+    workers = max(1, min(max_workers, len(items)))
+    if workers == 1:
+        return [_fetch(store, item, model, version) for item in items]
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="promoter-get") as pool:
+        return list(pool.map(lambda item: _fetch(store, item, model, version), items))
+
+
+def canary_seen_recently(cursor: CanaryCursor, now: datetime) -> bool:
+    """Whether the canary logged requests in the last complete window (or later).
+
+    One window of flush lag is allowed: a server writes a window up to a flush interval
+    after it closed, so right after a window boundary the last complete window may not be
+    in the store yet. The canary counts as seen when it has requests in the current window,
+    the last complete one, or the one before it; silence for a whole window beyond that is
+    reported as "no canary data", never taken for health.
+    """
+    arm = cursor.arms["canary"]
+    if arm.last_window_with_requests is None:
+        return False
+    window = timedelta(
+        seconds=arm.window_seconds or cursor.arms["active"].window_seconds or DEFAULT_WINDOW_SECONDS
+    )
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    current = epoch + ((now - epoch) // window) * window
+    return arm.last_window_with_requests >= current - 2 * window
