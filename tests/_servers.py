@@ -229,31 +229,31 @@ def seaweedfs_server(
         pid=proc.pid,
         workdir=workdir,
     )
-    # These two gRPC sockets go to /tmp whatever TMPDIR says; remove them after the stop.
-    stray = [
-        Path(f"/tmp/seaweedfs-s3-grpc-{s3_grpc}.sock"),
-        Path(f"/tmp/seaweedfs-admin-grpc-{admin + 10000}.sock"),
-    ]
+    # Some gRPC unix sockets go to /tmp whatever TMPDIR says, and stay there after a kill;
+    # they are named after ports chosen here, so these are ours to remove.
+    ours = {master_grpc, volume_grpc, filer_grpc, s3, s3_grpc, admin, admin + 10000}
     try:
         _wait_until_answering(proc, server, startup_timeout)
         yield server
     finally:
         _stop_group(proc)
-        for path in stray:
-            with contextlib.suppress(OSError):
-                if path.is_socket():
+        for path in Path("/tmp").glob("seaweedfs-*.sock"):
+            port = path.stem.rsplit("-", 1)[-1]
+            if port.isdigit() and int(port) in ours:
+                with contextlib.suppress(OSError):
                     path.unlink()
 
 
 def _wait_until_answering(proc: subprocess.Popen[bytes], server: SeaweedFS, timeout: float) -> None:
     deadline = time.monotonic() + timeout
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via a proxy
     while True:
         if proc.poll() is not None:
             raise RuntimeError(
                 f"weed mini exited with {proc.returncode} during startup:\n{server.log_tail()}"
             )
         try:
-            with urllib.request.urlopen(server.endpoint_url + "/", timeout=2):
+            with direct.open(server.endpoint_url + "/", timeout=2):
                 return
         except urllib.error.HTTPError:
             return  # any HTTP answer (403 for an unsigned request) means the gateway is up
@@ -272,7 +272,7 @@ def _stop_group(proc: subprocess.Popen[bytes]) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGTERM)
     try:
-        proc.wait(timeout=10)
+        proc.wait(timeout=5)
     except subprocess.TimeoutExpired:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)

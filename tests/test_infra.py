@@ -19,9 +19,9 @@ What is verified here, and how:
 - moto does not know ``s3:if-none-match`` (a Deny conditioned on it refuses the conditional
   put too), so the bucket policy is tested as a document: its statements, resources and
   multipart exemption, and :func:`decide` on the requests it must refuse or let through.
-- The real SDK pushes, sets aliases and reads under the roles; the promoter handler, once it
-  exists, runs in process on a scheduled event rendered through the deployed rule's input
-  transformer, with the execution role's credentials.
+- The real SDK pushes, sets aliases and serves (load, poll, flush metrics) under the roles;
+  the promoter handler, once it exists, runs in process on a scheduled event rendered
+  through the deployed rule's input transformer, with the execution role's credentials.
 """
 
 from __future__ import annotations

@@ -389,3 +389,18 @@ def test_verify_passes_on_intact_versions(registry: Registry, tmp_path: Path) ->
     pushed = registry.push("iris", folder)
     assert registry.verify("iris") == pushed, "verify must return the manifest it checked"
     assert not list((tmp_path / "cache").rglob("*.bin")), "verify must bypass the cache"
+
+
+def test_pull_refuses_a_manifest_that_points_outside_the_destination(
+    local_registry: Registry, tmp_path: Path
+) -> None:
+    pushed = local_registry.push("iris", write(tmp_path / "m.bin", b"payload"))
+    forged = pushed.model_dump(mode="json")
+    forged["files"][0]["path"] = "../escaped.bin"
+    local_registry.store.put(
+        "iris/versions/1.0.0.json", json.dumps(forged).encode(), mode=OVERWRITE
+    )
+    with pytest.raises(IntegrityError, match="unsafe path"):
+        local_registry.pull("iris:1.0.0", tmp_path / "out" / "model")
+    assert not (tmp_path / "out" / "escaped.bin").exists(), "pull wrote outside its folder"
+    assert not (tmp_path / "out" / "model").exists(), "a refused pull created its folder"

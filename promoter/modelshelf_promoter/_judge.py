@@ -35,10 +35,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Literal
 
+from pydantic import BaseModel, ConfigDict
+
 from modelshelf._card import canonical_json
 from modelshelf._errors import InvalidInputError
 from modelshelf._metrics import ArmStats
-from pydantic import BaseModel, ConfigDict
 
 from ._policy import PromotionPolicy
 from ._stats import ErrorRateTest, LatencyHistogram, LatencyTest, error_rate_test, latency_test
@@ -141,9 +142,7 @@ def _latency_reason(test: LatencyTest) -> str:
 
 
 def _suspect(test: LatencyTest) -> bool:
-    return (
-        test.checked and test.observed_ratio is not None and test.observed_ratio > test.tolerance
-    )
+    return test.checked and test.observed_ratio is not None and test.observed_ratio > test.tolerance
 
 
 def judge(

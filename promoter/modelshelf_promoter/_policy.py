@@ -16,10 +16,11 @@ import json
 from collections.abc import Iterable
 from typing import Any, Literal
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
 from modelshelf._card import canonical_json
 from modelshelf._errors import InvalidPolicyError
 from modelshelf._refs import check_name
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 __all__ = [
     "ErrorMargin",

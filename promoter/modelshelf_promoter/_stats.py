@@ -107,8 +107,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 from ddsketch.ddsketch import BaseDDSketch
-from modelshelf._metrics import sketch_bins, sketch_gamma
 from pydantic import BaseModel, ConfigDict
+
+from modelshelf._metrics import sketch_bins, sketch_gamma
 
 __all__ = [
     "MIN_ERRORS_TO_ALARM",

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from ._card import canonical_json, utcnow
 from ._errors import (
+    AccessDeniedError,
     AliasNotSetError,
     CommitStateUnknownError,
     InvalidAliasesError,
@@ -229,6 +230,8 @@ def apply_change(
             store.put(key, record.to_json(), mode=CREATE)
         except PreconditionFailedError:
             continue  # another writer claimed this generation; roll it forward and retry
+        except AccessDeniedError:
+            raise  # a refusal is definite: nothing was written
         except StoreError as exc:
             # The claim may have landed; only its content tells whether it is ours.
             landed = _read_record(store, name, record.generation)

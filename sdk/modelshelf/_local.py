@@ -158,16 +158,31 @@ class LocalStore:
         return ObjectInfo(key, st.st_size, _etag(st), datetime.fromtimestamp(st.st_mtime, UTC))
 
     def get_file_hashed(
-        self, key: str, dest: Path, *, progress: ProgressCallback | None = None
+        self,
+        key: str,
+        dest: Path,
+        *,
+        progress: ProgressCallback | None = None,
+        also: Path | None = None,
     ) -> tuple[ObjectInfo, str]:
         """Like :meth:`get_file`, also returning the sha256 of the bytes written to ``dest``.
 
         An optional fast path the blob cache uses when a store offers it: the hash runs
-        over ``dest`` right behind the in-kernel copy instead of in a second pass.
+        over ``dest`` right behind the in-kernel copy instead of in a second pass. ``also``
+        gets a second copy in the same pass (a pull's destination file).
         """
-        with self._open(key) as src, open(dest, "w+b") as out:
+        with contextlib.ExitStack() as stack:
+            src = stack.enter_context(self._open(key))
+            out = stack.enter_context(open(dest, "w+b"))
+            extra = stack.enter_context(open(also, "wb")) if also is not None else None
             st = os.fstat(src.fileno())
-            digest = copy_and_hash(src.fileno(), out.fileno(), st.st_size, progress=progress)
+            digest = copy_and_hash(
+                src.fileno(),
+                out.fileno(),
+                st.st_size,
+                progress=progress,
+                also=extra.fileno() if extra is not None else None,
+            )
         info = ObjectInfo(key, st.st_size, _etag(st), datetime.fromtimestamp(st.st_mtime, UTC))
         return info, digest
 

@@ -194,7 +194,8 @@ def parse_metrics_key(key: str) -> MetricsKey:
     """Split a metrics object key (relative to the registry root) into its parts.
 
     Raises:
-        InvalidInputError: When ``key`` is not ``{model}/metrics/{version}/{window}/{server}-{seq}.json``.
+        InvalidInputError: When ``key`` is not
+            ``{model}/metrics/{version}/{window}/{server}-{seq}.json``.
     """
     match = _KEY.fullmatch(key) if isinstance(key, str) else None
     if match is None:
@@ -594,6 +595,8 @@ class ArmStats(BaseModel):
         first: datetime | None = None
         last: datetime | None = None
         for part in parts:
+            part_first: datetime | None
+            part_last: datetime | None
             if isinstance(part, MetricsSummary):
                 part_first = part_last = part.window_start
                 summaries += 1

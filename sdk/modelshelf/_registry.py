@@ -16,8 +16,10 @@ from typing import Any
 from ._alias_ops import AliasOperations
 from ._card import FileEntry, ModelCard, ModelVersion, card_from_input, utcnow
 from ._errors import (
+    IntegrityError,
     InvalidCardError,
     InvalidInputError,
+    InvalidKeyError,
     InvalidVersionError,
     KeyNotFoundError,
     ModelNotFoundError,
@@ -29,7 +31,7 @@ from ._errors import (
 )
 from ._gc import GcPlan, plan_gc, run_gc
 from ._refs import ModelRef, bump_version, check_name, parse_ref, parse_version, version_key
-from ._store import CREATE, Store
+from ._store import CREATE, Store, check_key
 from ._transfer import BlobCache, SourceFile, collect_source, default_cache_dir, sha256_file
 from ._uri import open_store
 
@@ -469,21 +471,44 @@ class Registry(AliasOperations):
     ) -> ModelVersion:
         """Download a version's files into ``dest`` (a folder, created if needed).
 
-        Every blob is verified against its sha256 before anything is placed.
+        Every blob is verified against its sha256 before anything is placed: files are
+        written to a staging folder beside ``dest`` in the same pass as the download (and
+        the cache), and moved into ``dest`` only once every one of them checked out.
 
         Raises:
-            IntegrityError: A blob is corrupt; ``dest`` is left untouched.
+            IntegrityError: A blob is corrupt, or the manifest names a path outside the
+                folder; ``dest`` is left untouched.
         """
-        manifest = self.fetch(ref, progress)
-        target = Path(dest)
-        target.mkdir(parents=True, exist_ok=True)
+        manifest = self.get(ref)
         for entry in manifest.files:
-            out = target / entry.path
-            out.parent.mkdir(parents=True, exist_ok=True)
-            tmp = out.with_name(f".{out.name}.modelshelf-tmp")
-            shutil.copyfile(self.cache.path_for(entry.sha256), tmp)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, out)
+            try:
+                check_key(entry.path)
+            except InvalidKeyError as exc:
+                raise IntegrityError(
+                    f"{manifest.ref}: the manifest names the unsafe path {entry.path!r}; "
+                    "nothing was written"
+                ) from exc
+        target = Path(dest)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.pull-"))
+        try:
+
+            def one(entry: FileEntry) -> None:
+                out = staging / entry.path
+                out.parent.mkdir(parents=True, exist_ok=True)
+                key = blob_key(manifest.name, entry.sha256)
+                self.cache.fetch(self.store, key, entry.sha256, entry.size, progress, out)
+
+            workers = max(1, min(self.max_workers, len(manifest.files)))
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                list(pool.map(one, manifest.files))
+            target.mkdir(parents=True, exist_ok=True)
+            for entry in manifest.files:
+                out = target / entry.path
+                out.parent.mkdir(parents=True, exist_ok=True)
+                shutil.move(staging / entry.path, out)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
         return manifest
 
     def load(self, ref: str | ModelRef) -> tuple[Any, ModelCard]:
@@ -522,8 +547,6 @@ class Registry(AliasOperations):
                 try:
                     scratch.fetch(self.store, key, entry.sha256, entry.size, progress)
                 except KeyNotFoundError as exc:
-                    from ._errors import IntegrityError
-
                     raise IntegrityError(
                         f"{manifest.ref}: blob for {entry.path!r} ({key}) is missing"
                     ) from exc

@@ -22,6 +22,7 @@ __all__ = [
     "SourceFile",
     "collect_source",
     "copy_and_hash",
+    "copy_file",
     "copy_range",
     "default_cache_dir",
     "sha256_file",
@@ -69,6 +70,7 @@ def copy_and_hash(
     *,
     progress: Callable[[int], None] | None = None,
     after_copy: Callable[[], None] | None = None,
+    also: int | None = None,
 ) -> str:
     """Copy the first ``size`` bytes of ``src`` into ``dst`` and return the sha256 of ``dst``.
 
@@ -77,6 +79,8 @@ def copy_and_hash(
     and hashes it, so the digest is of the bytes actually written and the two passes overlap:
     the whole costs about one hash pass instead of a copy plus a hash. ``after_copy`` (e.g.
     an fsync of ``dst``) runs on the worker once the copy is done, overlapping the hash's tail.
+    ``also`` receives a second copy, made from ``dst`` chunk by chunk on the worker, so a
+    download can land in the cache and at its destination in the time of one hash.
 
     Args:
         src: A readable file descriptor (read from offset 0; its position is not used).
@@ -84,6 +88,7 @@ def copy_and_hash(
         size: Bytes to copy.
         progress: Called with byte counts as chunks are hashed.
         after_copy: Run on the worker thread after the last chunk is copied.
+        also: Another empty, writable file descriptor that gets the same bytes.
 
     Raises:
         IntegrityError: ``src`` held fewer than ``size`` bytes (it changed during the copy).
@@ -102,6 +107,8 @@ def copy_and_hash(
                         f"the source ended after {offset} of {size} bytes; it changed while "
                         "it was copied"
                     )
+                if also is not None:
+                    _copy_exactly(dst, also, offset, n)
                 offset += n
                 chunks.put(n)
             if after_copy is not None and not stop.is_set():
@@ -136,6 +143,21 @@ def copy_and_hash(
         stop.set()
         worker.join()
     return digest.hexdigest()
+
+
+def _copy_exactly(src: int, dst: int, offset: int, count: int) -> None:
+    end = offset + count
+    while offset < end:
+        n = copy_range(src, dst, offset, end - offset)
+        if n == 0:
+            raise OSError(f"short copy: the source ended at byte {offset} of {end}")
+        offset += n
+
+
+def copy_file(src: Path, dst: Path) -> None:
+    """Copy a file's bytes inside the kernel; ``dst`` is created or truncated."""
+    with open(src, "rb") as fin, open(dst, "wb") as fout:
+        _copy_exactly(fin.fileno(), fout.fileno(), 0, os.fstat(fin.fileno()).st_size)
 
 
 @dataclass(frozen=True)
@@ -228,14 +250,27 @@ class BlobCache:
         sha256: str,
         size: int,
         progress: Callable[[int], None] | None = None,
+        copy_to: Path | None = None,
     ) -> Path:
         """The cached path of a blob, downloading and verifying it first when needed.
+
+        Args:
+            store: Where the blob lives.
+            key: Its key in the store.
+            sha256: The digest its bytes must have.
+            size: Its size; a cached file of another size is fetched again.
+            progress: Called with byte counts.
+            copy_to: Also write the verified bytes to this file (created or truncated),
+                in the same pass as the download where the store allows it. On failure it
+                is removed.
 
         Raises:
             IntegrityError: The downloaded bytes do not hash to ``sha256``; nothing is cached.
         """
         final = self.path_for(sha256)
         if final.is_file() and final.stat().st_size == size:
+            if copy_to is not None:
+                copy_file(final, copy_to)
             if progress is not None:
                 progress(size)
             return final
@@ -243,14 +278,20 @@ class BlobCache:
         fd, tmp_name = tempfile.mkstemp(dir=final.parent, prefix=".part-")
         os.close(fd)
         tmp = Path(tmp_name)
+        verified = False
         try:
             # A store that can hash while it copies (LocalStore) saves a second pass.
             get_file_hashed = getattr(store, "get_file_hashed", None)
             if get_file_hashed is not None:
-                info, actual = get_file_hashed(key, tmp, progress=progress)
+                info, actual = get_file_hashed(key, tmp, progress=progress, also=copy_to)
             else:
                 info = store.get_file(key, tmp, progress=progress)
-                actual = sha256_file(tmp)
+                if copy_to is None:
+                    actual = sha256_file(tmp)
+                else:
+                    # Hash the copy as it is made: one pass places and verifies it.
+                    with open(tmp, "rb") as src, open(copy_to, "w+b") as out:
+                        actual = copy_and_hash(src.fileno(), out.fileno(), info.size)
             with self._lock:
                 self.bytes_downloaded += info.size
             if actual != sha256:
@@ -260,8 +301,11 @@ class BlobCache:
                 )
             os.chmod(tmp, 0o444)
             os.replace(tmp, final)
+            verified = True
         finally:
             tmp.unlink(missing_ok=True)
+            if copy_to is not None and not verified:
+                copy_to.unlink(missing_ok=True)
         return final
 
     def clear(self) -> None:
