@@ -36,9 +36,9 @@ Prints the mean and median time per operation and backend, and the ratios models
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -96,16 +96,16 @@ def run_modelshelf(registry: Any, versions: int) -> Timings:
     models = [_train(seed) for seed in range(versions)]
     pushed: list[str] = []
     for model in models:
-        manifest = _timed(timings, "register", lambda m=model: registry.push(MODEL, m))
+        manifest = _timed(timings, "register", functools.partial(registry.push, MODEL, model))
         pushed.append(manifest.version)
     for version in pushed:
-        _timed(timings, "set_alias", lambda v=version: registry.set_active(MODEL, v))
+        _timed(timings, "set_alias", functools.partial(registry.set_active, MODEL, version))
     for _ in range(versions):
         ref = _timed(timings, "resolve", lambda: registry.resolve(f"{MODEL}@active"))
     if ref.version != pushed[-1]:
         raise SystemExit(f"modelshelf resolved {ref} instead of {pushed[-1]}")
     for version in pushed:
-        _timed(timings, "load_version", lambda v=version: registry.load(f"{MODEL}:{v}"))
+        _timed(timings, "load_version", functools.partial(registry.load, f"{MODEL}:{version}"))
     for _ in range(versions):
         model, _card = _timed(timings, "load_alias", lambda: registry.load(f"{MODEL}@active"))
     _check_model(model, versions - 1, "modelshelf")
@@ -169,12 +169,12 @@ def mlflow_child(workdir: Path, versions: int) -> dict[str, Any]:
         return str(version)
 
     for model in models:
-        registered.append(_timed(timings, "register", lambda m=model: register(m)))
+        registered.append(_timed(timings, "register", functools.partial(register, model)))
     for version in registered:
         _timed(
             timings,
             "set_alias",
-            lambda v=version: client.set_registered_model_alias(MODEL, "active", v),
+            functools.partial(client.set_registered_model_alias, MODEL, "active", version),
         )
     for _ in range(versions):
         found = _timed(
@@ -186,7 +186,7 @@ def mlflow_child(workdir: Path, versions: int) -> dict[str, Any]:
         _timed(
             timings,
             "load_version",
-            lambda v=version: mlflow.sklearn.load_model(f"models:/{MODEL}/{v}"),
+            functools.partial(mlflow.sklearn.load_model, f"models:/{MODEL}/{version}"),
         )
     for _ in range(versions):
         model = _timed(

@@ -252,3 +252,62 @@ def test_the_console_script_runs_in_a_real_process(home: Path) -> None:
     )
     assert failed.returncode == 22, f"exit code {failed.returncode}: {failed.stderr}"
     assert failed.stderr.startswith("error: ") and failed.stderr.count("\n") == 1, failed.stderr
+
+
+def test_the_readme_quickstart_runs_twice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MODELSHELF_REGISTRY", raising=False)
+    monkeypatch.setenv("MODELSHELF_CACHE", str(tmp_path / "cache"))
+    example = Path(__file__).resolve().parents[1] / "examples" / "iris.py"
+    outputs = []
+    for _ in range(2):
+        done = subprocess.run(
+            [sys.executable, str(example)],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, f"examples/iris.py failed:\n{done.stdout}\n{done.stderr}"
+        outputs.append(done.stdout)
+    assert "pushed iris:1.0.0" in outputs[0] and "pushed iris:1.1.0" in outputs[0], outputs[0]
+    assert "kept iris:1.0.0" in outputs[1] and "pushed iris:1.2.0" in outputs[1], outputs[1]
+    assert "predicts 'setosa'" in outputs[1], f"the latest model mispredicted: {outputs[1]}"
+    script = shutil.which("modelshelf", path=str(Path(sys.executable).parent))
+    assert script is not None, "the modelshelf console script is not installed"
+    listed = subprocess.run(
+        [script, "list", "iris", "--json"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    versions = [row["version"] for row in json.loads(listed.stdout)]
+    assert versions == ["1.0.0", "1.1.0", "1.2.0"], f"the default registry holds {versions}"
+    card = json.loads(
+        subprocess.run(
+            [script, "show", "iris:1.0.0", "--json"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout
+    )["card"]
+    for field in (
+        "author",
+        "framework",
+        "algorithm",
+        "hyperparameters",
+        "training_data",
+        "performance",
+        "input_schema",
+        "output_schema",
+        "limitations",
+    ):
+        assert card.get(field), f"the example's card lacks {field}"
+    assert set(card["performance"]) >= {
+        "accuracy",
+        "precision",
+        "recall",
+        "f1_score",
+        "latency_ms",
+    }, card["performance"]

@@ -281,7 +281,7 @@ class CountingStore:
 
 def test_second_run_reads_only_new_objects(registry: Registry, tmp_path: Path) -> None:
     counting = CountingStore(registry.store)
-    reg = Registry(counting, cache_dir=tmp_path / "c2", user="tester")  # type: ignore[arg-type]
+    reg = Registry(counting, cache_dir=tmp_path / "c2", user="tester")
     now = now_after_start(registry)
     traffic(registry.store, now - timedelta(seconds=90), servers=4)
     traffic(registry.store, now - timedelta(seconds=30), servers=4, seq=2)
@@ -421,7 +421,7 @@ def test_overlapping_runs_advance_once(registry: Registry, tmp_path: Path) -> No
 
     def one(i: int) -> None:
         store = BarrierStore(registry.store, barrier)
-        reg = Registry(store, cache_dir=tmp_path / f"c{i}", user=f"run-{i}")  # type: ignore[arg-type]
+        reg = Registry(store, cache_dir=tmp_path / f"c{i}", user=f"run-{i}")
         (result,) = Promoter(reg, clock=Clock(now)).run([MODEL])
         with lock:
             results.append(result)

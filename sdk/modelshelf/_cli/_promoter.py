@@ -6,6 +6,8 @@ the SDK never imports it at module load, so these commands import it inside thei
 
 from __future__ import annotations
 
+import json
+import logging
 import signal
 import threading
 import time
@@ -97,6 +99,9 @@ def run_command(app: AppState, names: tuple[str, ...], every: float | None, as_j
 
     for name in names:
         check_name(name)
+    # The promoter logs one JSON line per decision for log collectors; a terminal gets the
+    # lines below instead (without this, Python's last-resort handler prints the errors).
+    logging.getLogger("modelshelf.promoter").addHandler(logging.NullHandler())
     promoter = Promoter(app.registry)
     stop = threading.Event()
     first_error: ModelshelfError | None = None
@@ -163,4 +168,4 @@ def policy_command(app: AppState, name: str, settings: tuple[str, ...], as_json:
     where = f"{store.uri}/{key}" if source == "stored" else "defaults (no policy stored)"
     app.console.print(f"{name}: promotion policy, {'updated in ' if settings else ''}{where}")
     for field, value in sorted(data.items()):
-        app.console.print(f"  {field:<22} {value}", markup=False)
+        app.console.print(f"  {field:<22} {json.dumps(value)}", markup=False)

@@ -140,7 +140,8 @@ def list_command(state: AppState, name: str | None, as_json: bool) -> None:
         rows: list[dict[str, Any]] = []
         for model in registry.models():
             versions = registry.versions(model)
-            rows.append({"name": model, "versions": len(versions), "latest": versions[-1]})
+            if versions:  # a stray object under versions/ is not a version
+                rows.append({"name": model, "versions": len(versions), "latest": versions[-1]})
         if as_json:
             emit_json(rows)
             return
