@@ -680,3 +680,11 @@ def test_ranged_download_is_retried(server: Backend, tmp_path: Path) -> None:
     store.get_file("m/blobs/big", dest)
     assert faults.calls["GetObject"] == 4, "3 ranges and 1 retried range expected"
     assert sha256_of(dest) == sha256_of(src), "a retried range corrupted the download"
+
+
+def test_list_folders_names_the_first_level_below_a_prefix(store: Store) -> None:
+    for key in ("iris/versions/1.0.0.json", "iris/aliases.json", "wine/blobs/sha256/ab", "top"):
+        store.put(key, b"x")
+    assert store.list_folders("") == ["iris", "wine"], "folders at the root"  # type: ignore[attr-defined]
+    assert store.list_folders("iris/") == ["versions"]  # type: ignore[attr-defined]
+    assert store.list_folders("nothing/") == []  # type: ignore[attr-defined]

@@ -209,6 +209,17 @@ class LocalStore:
         found.sort(key=lambda item: item[0].encode())
         return _infos(found)
 
+    def list_folders(self, prefix: str = "") -> list[str]:
+        """Names of the immediate sub-folders under ``prefix`` (``""`` or ending in ``/``)."""
+        base = self._root / prefix if prefix else self._root
+        try:
+            entries = list(os.scandir(base))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        return sorted(
+            e.name for e in entries if e.is_dir() and e.name not in (_TMP_DIR, _LOCK_DIR)
+        )
+
     # -- writes ------------------------------------------------------------------------
 
     def put(self, key: str, data: bytes, *, mode: PutMode = CREATE) -> str:

@@ -101,12 +101,23 @@ class Registry(AliasOperations):
 
     def models(self) -> list[str]:
         """Names of every model with at least one committed version, sorted."""
-        names = set()
-        for info in self.store.list(""):
-            parts = info.key.split("/")
-            if len(parts) == 3 and parts[1] == "versions" and parts[2].endswith(".json"):
-                names.add(parts[0])
-        return sorted(names)
+        list_folders = getattr(self.store, "list_folders", None)
+        if list_folders is None:
+            found = set()
+            for info in self.store.list(""):
+                parts = info.key.split("/")
+                if len(parts) == 3 and parts[1] == "versions" and parts[2].endswith(".json"):
+                    found.add(parts[0])
+            return sorted(found)
+        names = []
+        for folder in list_folders(""):
+            try:
+                check_name(folder)
+            except InvalidInputError:
+                continue  # scratch folders such as _doctor/ are never models
+            if self.versions(folder):
+                names.append(folder)
+        return names
 
     def versions(self, name: str) -> list[str]:
         """Committed versions of ``name`` in semver order (empty when none)."""

@@ -603,6 +603,29 @@ class S3Store:
         found.sort(key=lambda info: info.key.encode())
         return iter(found)
 
+    def list_folders(self, prefix: str = "") -> list[str]:
+        """Names of the immediate "folders" under ``prefix`` (a delimiter listing)."""
+        root = f"{self._prefix}/" if self._prefix else ""
+        names: set[str] = set()
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {
+                "Bucket": self._bucket,
+                "Prefix": root + prefix,
+                "Delimiter": "/",
+            }
+            if token:
+                kwargs["ContinuationToken"] = token
+            page: dict[str, Any] = self._with_retries(
+                f"list folders {prefix!r} in {self.uri}",
+                functools.partial(self._client.list_objects_v2, **kwargs),
+            )
+            for item in page.get("CommonPrefixes", ()):
+                names.add(item["Prefix"][len(root) + len(prefix) :].rstrip("/"))
+            token = page.get("NextContinuationToken")
+            if not page.get("IsTruncated") or not token:
+                return sorted(names)
+
     def _list(self, root: str, prefix: str) -> Iterator[ObjectInfo]:
         token: str | None = None
         while True:

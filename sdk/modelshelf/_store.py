@@ -3,6 +3,10 @@
 A registry needs only five operations from its object store; everything else (versions,
 aliases, metrics) is built on them. Put modes follow obspec: create-if-absent, overwrite,
 or replace-if-the-etag-still-matches.
+
+Stores may also offer ``list_folders(prefix) -> list[str]`` (the names one level below a
+prefix, a delimiter listing) so the registry can find its models without listing every
+metrics object; callers fall back to :meth:`Store.list` when it is absent.
 """
 
 from __future__ import annotations
