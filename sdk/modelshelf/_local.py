@@ -9,6 +9,7 @@ lands as a fresh file, so any change gives a new etag.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import errno
 import fcntl
@@ -209,11 +210,11 @@ class LocalStore:
         found.sort(key=lambda item: item[0].encode())
         return _infos(found)
 
-    def list_folders(self, prefix: str = "") -> list[str]:
+    def list_folders(self, prefix: str = "") -> builtins.list[str]:
         """Names of the immediate sub-folders under ``prefix`` (``""`` or ending in ``/``)."""
         base = self._root / prefix if prefix else self._root
         try:
-            entries = list(os.scandir(base))
+            entries = builtins.list(os.scandir(base))
         except (FileNotFoundError, NotADirectoryError):
             return []
         return sorted(

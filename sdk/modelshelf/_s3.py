@@ -603,7 +603,7 @@ class S3Store:
         found.sort(key=lambda info: info.key.encode())
         return iter(found)
 
-    def list_folders(self, prefix: str = "") -> list[str]:
+    def list_folders(self, prefix: str = "") -> builtins.list[str]:
         """Names of the immediate "folders" under ``prefix`` (a delimiter listing)."""
         root = f"{self._prefix}/" if self._prefix else ""
         names: set[str] = set()
