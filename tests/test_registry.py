@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +30,7 @@ from modelshelf import (
     VersionExistsError,
     VersionNotFoundError,
 )
+from modelshelf._transfer import copy_and_hash
 
 IRIS_INPUT = {
     "type": "object",
@@ -404,3 +407,29 @@ def test_pull_refuses_a_manifest_that_points_outside_the_destination(
         local_registry.pull("iris:1.0.0", tmp_path / "out" / "model")
     assert not (tmp_path / "out" / "escaped.bin").exists(), "pull wrote outside its folder"
     assert not (tmp_path / "out" / "model").exists(), "a refused pull created its folder"
+
+
+def test_pushes_and_pulls_work_where_the_kernel_cannot_copy(
+    local_registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Across filesystems (or on old kernels) copy_file_range fails: bytes go through Python.
+    def refuse(*args: Any) -> int:
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "copy_file_range", refuse)
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    pushed = local_registry.push("iris", write(tmp_path / "m.bin", data))
+    assert pushed.files[0].sha256 == hashlib.sha256(data).hexdigest(), "wrong digest on fallback"
+    local_registry.pull("iris", tmp_path / "out")
+    assert (tmp_path / "out" / "m.bin").read_bytes() == data, "fallback pull changed the bytes"
+    local_registry.verify("iris")
+
+
+def test_a_source_that_shrinks_while_it_is_copied_is_refused(tmp_path: Path) -> None:
+    source = write(tmp_path / "m.bin", b"x" * 1000)
+    with (
+        open(source, "rb") as src,
+        open(tmp_path / "copy", "w+b") as dst,
+        pytest.raises(IntegrityError, match="changed while"),
+    ):
+        copy_and_hash(src.fileno(), dst.fileno(), 5000)
