@@ -433,3 +433,18 @@ def test_a_source_that_shrinks_while_it_is_copied_is_refused(tmp_path: Path) -> 
         pytest.raises(IntegrityError, match="changed while"),
     ):
         copy_and_hash(src.fileno(), dst.fileno(), 5000)
+
+
+def test_a_card_without_a_schema_does_not_count_as_a_schema_change(tmp_path: Path) -> None:
+    registry = Registry(tmp_path / "reg", cache_dir=tmp_path / "cache")
+    registry.push("iris", {"w": 1}, card={"input_schema": {"type": "array"}})
+    retrained = registry.push("iris", {"w": 2}, bump="minor")  # no card: no claim about schemas
+    assert retrained.version == "1.1.0"
+    with pytest.raises(SchemaChangeError):
+        registry.push("iris", {"w": 3}, bump="minor", card={"input_schema": {"type": "object"}})
+
+
+def test_reading_a_registry_that_does_not_exist_creates_nothing(tmp_path: Path) -> None:
+    registry = Registry(tmp_path / "nowhere", cache_dir=tmp_path / "cache")
+    assert registry.models() == [] and registry.versions("iris") == []
+    assert not (tmp_path / "nowhere").exists(), "a read must not create the registry folder"

@@ -79,6 +79,16 @@ class LocalStore:
                 )
             text = unquote(parsed.path)
         self._root = Path(text).expanduser().resolve()
+        if self._root.exists() and not self._root.is_dir():
+            raise ConfigurationError(f"the registry path {self._root} is not a folder")
+        self._fsync = fsync
+        self._ready = False
+
+    def _prepare(self) -> None:
+        # Created on the first write, so reading a registry that does not exist yet (or a
+        # refused command) leaves no folder behind.
+        if self._ready:
+            return
         try:
             self._root.mkdir(parents=True, exist_ok=True)
             (self._root / _TMP_DIR).mkdir(exist_ok=True)
@@ -87,7 +97,7 @@ class LocalStore:
             raise ConfigurationError(
                 f"cannot create the registry folder {self._root}: {exc.strerror}"
             ) from exc
-        self._fsync = fsync
+        self._ready = True
 
     @property
     def uri(self) -> str:
@@ -115,6 +125,7 @@ class LocalStore:
 
     @contextlib.contextmanager
     def _lock(self, key: str) -> Iterator[None]:
+        self._prepare()
         name = hashlib.sha1(key.encode()).hexdigest()
         fd = os.open(self._root / _LOCK_DIR / name, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -124,6 +135,7 @@ class LocalStore:
             os.close(fd)
 
     def _tempfile(self) -> tuple[int, Path]:
+        self._prepare()
         fd, name = tempfile.mkstemp(dir=self._root / _TMP_DIR, prefix="put-")
         return fd, Path(name)
 
@@ -217,9 +229,7 @@ class LocalStore:
             entries = builtins.list(os.scandir(base))
         except (FileNotFoundError, NotADirectoryError):
             return []
-        return sorted(
-            e.name for e in entries if e.is_dir() and e.name not in (_TMP_DIR, _LOCK_DIR)
-        )
+        return sorted(e.name for e in entries if e.is_dir() and e.name not in (_TMP_DIR, _LOCK_DIR))
 
     # -- writes ------------------------------------------------------------------------
 

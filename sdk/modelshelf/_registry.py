@@ -444,7 +444,10 @@ class Registry(AliasOperations):
         changed = [
             field
             for field in ("input_schema", "output_schema")
-            if getattr(previous.card, field) != getattr(card, field)
+            # A card that does not declare a schema makes no claim about it; only a declared
+            # schema that differs is a change (a card-less retrain must not need a MAJOR).
+            if getattr(card, field) is not None
+            and getattr(previous.card, field) != getattr(card, field)
         ]
         if not changed or allow_schema_change:
             return
