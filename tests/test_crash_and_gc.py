@@ -10,6 +10,7 @@ import sys
 import time
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -153,3 +154,33 @@ def test_a_push_reusing_a_blob_that_gc_deletes_meanwhile_repairs_it(registry: Re
     registry._commit = gc_between_upload_and_commit  # type: ignore[method-assign]
     registry.push("m", {"weights": 1}, version="1.1.0")
     registry.verify("m:1.1.0")  # raises IntegrityError if the blob were still missing
+
+
+def test_gc_aborts_stale_multipart_uploads(s3_backend: Any, tmp_path: Path) -> None:
+    registry = Registry(s3_backend.uri, cache_dir=tmp_path / "cache", **s3_backend.store_options)
+    registry.push("m", {"weights": 1}, version="1.0.0")
+    client = s3_backend.s3_client()
+    # a push killed mid-upload leaves an unfinished multipart upload behind
+    client.create_multipart_upload(
+        Bucket=s3_backend.bucket, Key="registry/m/blobs/sha256/" + "b" * 64
+    )
+    time.sleep(1.1)  # S3 reports Initiated to the second
+
+    plan = registry.gc("m", orphan_grace=timedelta(0))
+    assert plan.stale_uploads == 1, "the dry run must count the stale upload"
+    done = registry.gc("m", orphan_grace=timedelta(0), dry_run=False)
+    assert done.stale_uploads == 1
+    left = client.list_multipart_uploads(Bucket=s3_backend.bucket).get("Uploads", [])
+    assert left == [], f"stale uploads were not aborted: {left}"
+    registry.verify("m:1.0.0")
+
+
+def test_gc_removes_temp_files_of_killed_local_writes(registry: Registry) -> None:
+    registry.push("m", {"weights": 1}, version="1.0.0")
+    tmp_dir = registry.store.root / ".modelshelf-tmp"  # type: ignore[attr-defined]
+    (tmp_dir / "put-leftover").write_bytes(b"half a blob")
+    old = time.time() - 7200
+    os.utime(tmp_dir / "put-leftover", (old, old))
+    assert registry.gc("m").stale_uploads == 1
+    registry.gc("m", dry_run=False)
+    assert not (tmp_dir / "put-leftover").exists()

@@ -16,8 +16,9 @@ import fcntl
 import hashlib
 import os
 import tempfile
+import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import unquote, urlparse
@@ -230,6 +231,24 @@ class LocalStore:
         except (FileNotFoundError, NotADirectoryError):
             return []
         return sorted(e.name for e in entries if e.is_dir() and e.name not in (_TMP_DIR, _LOCK_DIR))
+
+    def stale_uploads(self, prefix: str, older_than: timedelta) -> builtins.list[Path]:
+        """Temp files of writes that never finished (a killed process), older than that.
+
+        ``prefix`` is accepted for symmetry with S3; temp files do not know their key.
+        """
+        tmp_dir = self._root / _TMP_DIR
+        if not tmp_dir.is_dir():
+            return []
+        cutoff = time.time() - older_than.total_seconds()
+        return [p for p in tmp_dir.iterdir() if p.is_file() and p.stat().st_mtime < cutoff]
+
+    def abort_stale_uploads(self, prefix: str, older_than: timedelta) -> int:
+        """Remove the temp files :meth:`stale_uploads` finds; returns how many."""
+        stale = self.stale_uploads(prefix, older_than)
+        for path in stale:
+            path.unlink(missing_ok=True)
+        return len(stale)
 
     # -- writes ------------------------------------------------------------------------
 

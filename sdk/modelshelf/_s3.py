@@ -32,6 +32,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from enum import Enum
 from pathlib import Path
 from typing import Any, TypeVar
@@ -625,6 +626,44 @@ class S3Store:
             token = page.get("NextContinuationToken")
             if not page.get("IsTruncated") or not token:
                 return sorted(names)
+
+    def stale_uploads(self, prefix: str, older_than: timedelta) -> builtins.list[tuple[str, str]]:
+        """Unfinished multipart uploads under ``prefix`` started before ``older_than`` ago.
+
+        Returns:
+            ``(key, upload_id)`` pairs.
+        """
+        root = f"{self._prefix}/" if self._prefix else ""
+        cutoff = datetime.now(UTC) - older_than
+        found: builtins.list[tuple[str, str]] = []
+        kwargs: dict[str, Any] = {"Bucket": self._bucket, "Prefix": root + prefix}
+        while True:
+            page: dict[str, Any] = self._with_retries(
+                f"list multipart uploads {prefix!r} in {self.uri}",
+                functools.partial(self._client.list_multipart_uploads, **kwargs),
+            )
+            for upload in page.get("Uploads", ()):
+                if upload["Initiated"] < cutoff:
+                    found.append((upload["Key"][len(root) :], upload["UploadId"]))
+            if not page.get("IsTruncated"):
+                return found
+            kwargs["KeyMarker"] = page.get("NextKeyMarker")
+            kwargs["UploadIdMarker"] = page.get("NextUploadIdMarker")
+
+    def abort_stale_uploads(self, prefix: str, older_than: timedelta) -> int:
+        """Abort the uploads :meth:`stale_uploads` finds; returns how many."""
+        stale = self.stale_uploads(prefix, older_than)
+        for key, upload_id in stale:
+            self._with_retries(
+                f"abort upload of {self._where(key)}",
+                functools.partial(
+                    self._client.abort_multipart_upload,
+                    Bucket=self._bucket,
+                    Key=self._full(key),
+                    UploadId=upload_id,
+                ),
+            )
+        return len(stale)
 
     def _list(self, root: str, prefix: str) -> Iterator[ObjectInfo]:
         token: str | None = None
