@@ -128,6 +128,9 @@ class Results:
 
 
 def _measure(server: Server, action: Callable[[], object]) -> Sample:
+    # Flush what earlier runs left dirty (the server's data above all) so that no run pays
+    # for its predecessor's writeback.
+    os.sync()
     server_before = cpu_seconds(server.pid)
     client_before = client_cpu_seconds()
     start = time.perf_counter()

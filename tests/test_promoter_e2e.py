@@ -1,12 +1,12 @@
 """End to end over HTTP: serving processes log metrics, scheduled promoter runs judge them.
 
-Everything talks to moto's S3 server on 127.0.0.1 through the real code paths: the serving
-client (:class:`modelshelf.serving.ModelServer`: alias polling, routing, metric flushes)
-and the promoter (:class:`modelshelf_promoter.Promoter`: incremental reads, the judge,
-conditional alias changes). Two models run side by side: ``good`` has a canary with the
-same error rate as active, ``bad`` one with a clearly higher error rate. Runs are scheduled
-every half second with small policy minimums (1-second metric windows and steps), so the
-whole promotion takes seconds instead of hours.
+Everything talks to an S3 server on 127.0.0.1 (moto's, then a real SeaweedFS) through the
+real code paths: the serving client (:class:`modelshelf.serving.ModelServer`: alias polling,
+routing, metric flushes) and the promoter (:class:`modelshelf_promoter.Promoter`: incremental
+reads, the judge, conditional alias changes). Two models run side by side: ``good`` has a
+canary with the same error rate as active, ``bad`` one with a clearly higher error rate. Runs
+are scheduled every half second with small policy minimums (1-second metric windows and
+steps), so the whole promotion takes seconds instead of hours.
 """
 
 from __future__ import annotations
@@ -51,10 +51,12 @@ def _version_loader(manifest: ModelVersion, files: Mapping[str, Path]) -> Any:
     return manifest.version
 
 
-@pytest.fixture
-def server_backend(make_backend: Any) -> Backend:
-    """A fresh bucket on moto's HTTP server."""
-    backend: Backend = make_backend("moto-server")
+@pytest.fixture(
+    params=["moto-server", pytest.param("seaweedfs", marks=pytest.mark.seaweedfs)],
+)
+def server_backend(request: pytest.FixtureRequest, make_backend: Any) -> Backend:
+    """A fresh bucket on an S3 server over HTTP: moto's, then a real SeaweedFS."""
+    backend: Backend = make_backend(request.param)
     return backend
 
 

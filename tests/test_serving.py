@@ -137,7 +137,10 @@ def serving_registry(registry: Registry, tmp_path: Path, store: Store | None = N
 # -- polling ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("backend_name", ["local", "moto-server"])
+@pytest.mark.parametrize(
+    "backend_name",
+    ["local", "moto-server", pytest.param("seaweedfs", marks=pytest.mark.seaweedfs)],
+)
 def test_a_promote_is_picked_up_within_two_intervals(
     backend_name: str, make_backend: Any, tmp_path: Path
 ) -> None:
