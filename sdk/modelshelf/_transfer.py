@@ -120,7 +120,8 @@ def copy_and_hash(
     worker = threading.Thread(target=copier, name="modelshelf-copy", daemon=True)
     worker.start()
     digest = hashlib.sha256()
-    buf = bytearray(_PIPE_CHUNK)
+    # Small files (most models) must not pay for allocating a whole pipeline chunk.
+    buf = bytearray(max(1, min(size, _PIPE_CHUNK)))
     view = memoryview(buf)
     hashed = 0
     try:
