@@ -688,3 +688,23 @@ def test_list_folders_names_the_first_level_below_a_prefix(store: Store) -> None
     assert store.list_folders("") == ["iris", "wine"], "folders at the root"  # type: ignore[attr-defined]
     assert store.list_folders("iris/") == ["versions"]  # type: ignore[attr-defined]
     assert store.list_folders("nothing/") == []  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("checksums", [True, False], ids=["part-sha256", "signed-body"])
+def test_multipart_with_and_without_part_checksums(
+    s3_backend: Backend, tmp_path: Path, checksums: bool
+) -> None:
+    store = s3_backend.open(part_size=SMALL_PART, part_checksums=checksums)
+    src = tmp_path / "model.bin"
+    src.write_bytes(os.urandom(11 * MiB))
+    digest = sha256_of(src)
+    store.put_file("m/blobs/sha256/x", src, sha256=digest)
+    dest = tmp_path / "back.bin"
+    store.get_file("m/blobs/sha256/x", dest)
+    assert sha256_of(dest) == digest, f"round trip with part_checksums={checksums} corrupted"
+
+
+def test_part_checksums_default_off_only_for_plain_http(s3_backend: Backend) -> None:
+    store = s3_backend.open()
+    expected = not (s3_backend.endpoint_url or "").startswith("http://")
+    assert store._checksums is expected, "per-part checksums default: on, except plain http"  # type: ignore[attr-defined]

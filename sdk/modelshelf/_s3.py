@@ -341,8 +341,9 @@ class S3Store:
         max_attempts: Attempts per request before giving up (``MODELSHELF_MAX_ATTEMPTS``;
             default 6).
         part_checksums: Send SHA-256 checksums per request and part so S3 verifies every
-            part in transit (``MODELSHELF_PART_CHECKSUMS``; default on). Turn off for
-            S3-compatibles that reject ``x-amz-checksum-*`` headers.
+            part in transit (``MODELSHELF_PART_CHECKSUMS``; default on, except for plain
+            ``http://`` endpoints, where SigV4 already signs each body's sha256). Turn off
+            for S3-compatibles that reject ``x-amz-checksum-*`` headers.
         retry_delay: Base of the exponential backoff in seconds (default 0.2; capped at 10).
 
     Raises:
@@ -373,7 +374,20 @@ class S3Store:
         self._max_attempts = _setting(
             max_attempts, "MODELSHELF_MAX_ATTEMPTS", _DEFAULT_MAX_ATTEMPTS, _parse_int
         )
-        self._checksums = _setting(part_checksums, "MODELSHELF_PART_CHECKSUMS", True, _parse_bool)
+        endpoint = (
+            getattr(getattr(client, "meta", None), "endpoint_url", None)
+            if client is not None
+            else endpoint_url
+            or os.environ.get("AWS_ENDPOINT_URL_S3")
+            or os.environ.get("AWS_ENDPOINT_URL")
+        )
+        # Over plain HTTP botocore already signs every request body's sha256 and the server
+        # checks it; a checksum header on top would hash every byte a second time (14% of a
+        # 1 GiB push measured on SeaweedFS). Over TLS the checksum replaces payload signing.
+        plain_http = isinstance(endpoint, str) and endpoint.startswith("http://")
+        self._checksums = _setting(
+            part_checksums, "MODELSHELF_PART_CHECKSUMS", not plain_http, _parse_bool
+        )
         self._retry_delay = _DEFAULT_RETRY_DELAY if retry_delay is None else retry_delay
         if not _MIN_PART <= self._part_size <= _MAX_PART:
             raise ConfigurationError(
