@@ -36,6 +36,7 @@ import joblib
 import numpy as np
 
 from modelshelf import LocalStore, Registry
+from modelshelf._transfer import sha256_file
 
 TARGET_RATIO = 1.5
 
@@ -72,6 +73,8 @@ def _round(work: Path, source: Path, i: int) -> dict[str, float]:
     times["cp"] = _cp(source, work / "cp-copy", sync=False)
     os.sync()
     times["cp + sync"] = _cp(source, work / "cp-copy", sync=True)
+    # The floor of a content-addressed push or a verified pull: one sha256 pass.
+    times["sha256 alone"] = _timed(partial(sha256_file, source))
 
     cache = work / f"cache-{i}"
     registry = Registry(LocalStore(work / f"registry-{i}"), cache_dir=cache)
@@ -112,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     best = {name: min(r[name] for r in rounds) for name in rounds[0]}
     cp_t, cp_sync_t = best["cp"], best["cp + sync"]
     print(f"{'':15} {'seconds':>8} {'MiB/s':>7} {'/ cp':>6} {'/ cp+sync':>10}")
-    for label in ("cp", "cp + sync", "push", "push, no fsync", "cold pull"):
+    for label in ("cp", "cp + sync", "sha256 alone", "push", "push, no fsync", "cold pull"):
         seconds = best[label]
         rate = size / 2**20 / seconds
         line = f"{label:15} {seconds:8.3f} {rate:7.0f}"
