@@ -221,3 +221,19 @@ SMALL_PART = 5 * 1024 * 1024
 def store(backend: Backend) -> Store:
     """A fresh, empty store on each backend, with 5 MiB parts on S3."""
     return backend.open(part_size=SMALL_PART, retry_delay=0.05)
+
+
+_FIGURES: list[str] = []
+
+
+@pytest.fixture
+def report_figure() -> Any:
+    """Record a measured figure; all of them are printed at the end of the test run."""
+    return _FIGURES.append
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _FIGURES:
+        terminalreporter.section("modelshelf figures (fault injection, crash safety)")
+        for line in _FIGURES:
+            terminalreporter.write_line(line)

@@ -49,7 +49,9 @@ def referenced_keys(registry: Registry, name: str) -> set[str]:
     }
 
 
-def test_pushes_killed_at_random_points_never_leave_a_partial_version(tmp_path: Path) -> None:
+def test_pushes_killed_at_random_points_never_leave_a_partial_version(
+    tmp_path: Path, report_figure: Any
+) -> None:
     reg_uri = str(tmp_path / "reg")
     registry = Registry(reg_uri, cache_dir=tmp_path / "cache")
     rng = random.Random(20)
@@ -81,8 +83,8 @@ def test_pushes_killed_at_random_points_never_leave_a_partial_version(tmp_path: 
     orphans = blob_keys(registry, "crashy") - referenced_keys(registry, "crashy")
     plan = registry.gc("crashy", keep_last=1000, orphan_grace=timedelta(0))
     assert set(plan.orphan_blobs) == orphans, "gc must find exactly the orphan blobs"
-    print(
-        f"\ncrash runs: {runs}, killed mid-push: {killed}, committed before the kill: "
+    report_figure(
+        f"crash runs: {runs}, killed before exiting: {killed}, version visible after the kill: "
         f"{committed_before_kill}, orphan blobs found by gc: {len(orphans)} "
         f"({time.perf_counter() - start:.1f}s)"
     )

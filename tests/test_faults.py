@@ -41,7 +41,9 @@ def faulty(request: pytest.FixtureRequest, make_backend: Any, tmp_path: Path) ->
         yield request.param, proxy, registry, clean
 
 
-def test_pushes_under_ten_percent_faults_land_exactly_once(faulty: Any, tmp_path: Path) -> None:
+def test_pushes_under_ten_percent_faults_land_exactly_once(
+    faulty: Any, tmp_path: Path, report_figure: Any
+) -> None:
     backend, proxy, make, clean = faulty
     registry = make("pusher")
     rng = random.Random(SEED)
@@ -71,8 +73,8 @@ def test_pushes_under_ten_percent_faults_land_exactly_once(faulty: Any, tmp_path
         assert clean.get(f"m:{version}").files_digest() == digest
     for version in versions:
         clean.verify(f"m:{version}")  # every blob present and matching its sha256
-    print(
-        f"\n[{backend}] pushes: {len(succeeded)} ok, {len(failures)} failed cleanly; "
+    report_figure(
+        f"[{backend}] pushes: {len(succeeded)} ok, {len(failures)} failed cleanly; "
         f"faults injected: slowdown={stats.slowdown} reset={stats.reset} delay={stats.delay} "
         f"drop_response={stats.drop_response} of {stats.requests} requests"
     )
@@ -80,7 +82,9 @@ def test_pushes_under_ten_percent_faults_land_exactly_once(faulty: Any, tmp_path
     assert len(succeeded) >= 9, f"too many pushes failed under 10% faults: {failures}"
 
 
-def test_alias_changes_under_ten_percent_faults_keep_history_whole(faulty: Any) -> None:
+def test_alias_changes_under_ten_percent_faults_keep_history_whole(
+    faulty: Any, report_figure: Any
+) -> None:
     backend, proxy, make, clean = faulty
     for i in range(3):
         clean.push("m", {"weights": i}, version=f"1.{i}.0")
@@ -116,8 +120,8 @@ def test_alias_changes_under_ten_percent_faults_keep_history_whole(faulty: Any) 
             f"{reason} reported ok but recorded {reasons.count(reason)}x"
         )
     assert len(reasons) == len(set(reasons)), "a retried change was applied twice"
-    print(
-        f"\n[{backend}] alias changes: {len(ok)} ok, {len(failed)} failed cleanly, "
+    report_figure(
+        f"[{backend}] alias changes: {len(ok)} ok, {len(failed)} failed cleanly, "
         f"{len(records) - 1} recorded; faults injected: {stats.faults} of {stats.requests}"
     )
     assert stats.faults > 0
