@@ -486,8 +486,10 @@ class Registry(AliasOperations):
         """Download a version's files into ``dest`` (a folder, created if needed).
 
         Every blob is verified against its sha256 before anything is placed: files are
-        written to a staging folder beside ``dest`` in the same pass as the download (and
-        the cache), and moved into ``dest`` only once every one of them checked out.
+        written to a staging folder beside ``dest`` and moved into ``dest`` only once every
+        one of them checked out. Blobs already in the local cache are copied from it; the
+        others come straight from the store and are not added to the cache (``load`` and
+        ``fetch`` fill it).
 
         Raises:
             IntegrityError: A blob is corrupt, or the manifest names a path outside the
@@ -511,7 +513,7 @@ class Registry(AliasOperations):
                 out = staging / entry.path
                 out.parent.mkdir(parents=True, exist_ok=True)
                 key = blob_key(manifest.name, entry.sha256)
-                self.cache.fetch(self.store, key, entry.sha256, entry.size, progress, out)
+                self.cache.fetch_into(self.store, key, entry.sha256, entry.size, out, progress)
 
             workers = max(1, min(self.max_workers, len(manifest.files)))
             with ThreadPoolExecutor(max_workers=workers) as pool:
