@@ -27,7 +27,7 @@ print("done", flush=True)
 """
 
 
-def make_source(root: Path, seed: int, files: int = 6, size: int = 4 << 20) -> Path:
+def make_source(root: Path, seed: int, files: int = 8, size: int = 8 << 20) -> Path:
     rng = random.Random(seed)
     src = root / f"src-{seed}"
     (src / "sub").mkdir(parents=True)
@@ -58,6 +58,26 @@ def test_pushes_killed_at_random_points_never_leave_a_partial_version(
     runs, killed, committed_before_kill = 20, 0, 0
     sources = []
     start = time.perf_counter()
+    # Calibrate: how long one whole push takes on this machine, so the kills land inside it.
+    calibration = make_source(tmp_path, 999)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            PUSH_SCRIPT,
+            reg_uri,
+            str(tmp_path / "c"),
+            str(calibration),
+            "0.0.1",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "start"
+    began = time.perf_counter()
+    assert proc.stdout.readline().strip() == "done", "the calibration push failed"
+    push_seconds = time.perf_counter() - began
+    proc.wait()
     for run in range(runs):
         src = make_source(tmp_path, run)
         version = f"1.0.{run}"
@@ -69,7 +89,8 @@ def test_pushes_killed_at_random_points_never_leave_a_partial_version(
         )
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "start"
-        time.sleep(rng.uniform(0.0, 0.15))
+        # up to 1.5 pushes long: most kills land mid-push, some after the commit
+        time.sleep(rng.uniform(0.0, 1.5 * push_seconds))
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         killed += proc.returncode == -signal.SIGKILL
@@ -86,7 +107,7 @@ def test_pushes_killed_at_random_points_never_leave_a_partial_version(
     report_figure(
         f"crash runs: {runs}, killed before exiting: {killed}, version visible after the kill: "
         f"{committed_before_kill}, orphan blobs found by gc: {len(orphans)} "
-        f"({time.perf_counter() - start:.1f}s)"
+        f"(one whole push: {push_seconds:.2f}s; test {time.perf_counter() - start:.1f}s)"
     )
     assert killed >= runs // 4, f"only {killed} of {runs} pushes were killed before finishing"
 
@@ -94,7 +115,7 @@ def test_pushes_killed_at_random_points_never_leave_a_partial_version(
         manifest = registry.push("crashy", src, version=version)
         assert manifest.version == version
         registry.verify(f"crashy:{version}")
-    assert registry.versions("crashy") == [f"1.0.{i}" for i in range(runs)]
+    assert registry.versions("crashy") == ["0.0.1"] + [f"1.0.{i}" for i in range(runs)]
     assert blob_keys(registry, "crashy") == referenced_keys(registry, "crashy"), (
         "after the retries every blob is referenced again"
     )
