@@ -48,7 +48,7 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
-from modelshelf._metrics import SKETCH_RELATIVE_ACCURACY, ArmStats, sketch_from_bins, sketch_gamma
+from modelshelf.metrics import SKETCH_RELATIVE_ACCURACY, ArmStats, sketch_from_bins, sketch_gamma
 from modelshelf_promoter._judge import judge
 from modelshelf_promoter._policy import PromotionPolicy
 

@@ -34,15 +34,15 @@ from datetime import timedelta
 from typing import Any
 
 from modelshelf import Registry
-from modelshelf._metrics import (
+from modelshelf.metrics import (
     MetricsSummary,
     new_sketch,
     summary_key,
     summary_to_json,
     window_start,
 )
-from modelshelf._s3 import S3Store
-from modelshelf._store import CREATE
+from modelshelf._stores._s3 import S3Store
+from modelshelf._stores import CREATE
 from modelshelf_promoter import Promoter, state_key, update_policy
 
 MODEL = "ranker"

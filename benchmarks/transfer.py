@@ -36,7 +36,7 @@ import joblib
 import numpy as np
 
 from modelshelf import LocalStore, Registry
-from modelshelf._transfer import sha256_file
+from modelshelf._hashing import sha256_file
 
 TARGET_RATIO = 1.5
 

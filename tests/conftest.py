@@ -13,7 +13,7 @@ Other test files get a registry on each backend through the ``backend`` fixture:
         store = open_store(backend.uri, **backend.store_options)
 
 ``backend.uri`` is a fresh, empty registry root (a new bucket per test on S3).
-``backend.store_options`` holds what :func:`modelshelf._uri.open_store` needs beyond the URI
+``backend.store_options`` holds what :func:`modelshelf._stores._uri.open_store` needs beyond the URI
 (the endpoint); credentials and region come from the environment set up here, so child
 processes (``modelshelf`` CLI runs) reach the same servers, except for ``moto``, which lives
 in this process only (``backend.in_process``).
@@ -33,9 +33,9 @@ import pytest
 from _servers import SeaweedFS, seaweedfs_server
 from _servers import moto_server as run_moto_server
 
-from modelshelf._local import LocalStore
-from modelshelf._s3 import S3Store, _botocore_session
-from modelshelf._store import Store
+from modelshelf._stores._local import LocalStore
+from modelshelf._stores._s3 import S3Store, _botocore_session
+from modelshelf._stores import Store
 
 # One identity for every backend: moto accepts anything, SeaweedFS is configured with it.
 ACCESS_KEY = "modelshelf-test"

@@ -22,7 +22,7 @@ from modelshelf import (
     PreconditionFailedError,
     Registry,
 )
-from modelshelf._aliases import aliases_key, history_key
+from modelshelf._layout import aliases_key, history_key
 
 VERSIONS = ["1.0.0", "1.1.0", "1.2.0", "1.3.0", "2.0.0"]
 SEAWEEDFS = pytest.param("seaweedfs", marks=pytest.mark.seaweedfs)

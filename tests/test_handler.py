@@ -12,8 +12,8 @@ import pytest
 
 from modelshelf import Registry
 from modelshelf._errors import InvalidEventError
-from modelshelf._metrics import MetricsSummary, new_sketch, summary_key, summary_to_json
-from modelshelf._metrics import window_start as window_of
+from modelshelf.metrics import MetricsSummary, new_sketch, summary_key, summary_to_json
+from modelshelf.metrics import window_start as window_of
 from modelshelf_promoter import parse_event
 from modelshelf_promoter.handler import lambda_handler
 

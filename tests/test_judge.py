@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from modelshelf._errors import InvalidInputError, InvalidPolicyError
-from modelshelf._metrics import ArmStats, sketch_from_bins, sketch_gamma
+from modelshelf.metrics import ArmStats, sketch_from_bins, sketch_gamma
 from modelshelf_promoter._judge import Decision, decision_to_json, judge
 from modelshelf_promoter._policy import (
     PromotionPolicy,

@@ -26,14 +26,14 @@ from conftest import Backend
 from modelshelf import Registry
 from modelshelf._cli import cli
 from modelshelf._errors import InvalidPolicyError
-from modelshelf._metrics import (
+from modelshelf.metrics import (
     MetricsSummary,
     new_sketch,
     summary_key,
     summary_to_json,
     window_start,
 )
-from modelshelf._store import CREATE, ObjectInfo, PutMode, Store, StoredObject
+from modelshelf._stores import CREATE, ObjectInfo, PutMode, Store, StoredObject
 from modelshelf_promoter import (
     DecisionRecord,
     ModelRun,

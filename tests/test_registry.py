@@ -30,7 +30,7 @@ from modelshelf import (
     VersionExistsError,
     VersionNotFoundError,
 )
-from modelshelf._transfer import copy_and_hash
+from modelshelf._hashing import copy_and_hash
 
 IRIS_INPUT = {
     "type": "object",

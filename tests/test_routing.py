@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from modelshelf._routing import Snapshot, choose, route_point
+from modelshelf._serving._routing import Snapshot, choose, route_point
 
 N_KEYS = 100_000
 

@@ -19,16 +19,16 @@ from modelshelf import (
     Registry,
     StoreUnavailableError,
 )
-from modelshelf._aliases import aliases_key
-from modelshelf._metrics import (
+from modelshelf._layout import aliases_key
+from modelshelf.metrics import (
     ArmStats,
     MetricsSummary,
     metrics_prefix,
     summary_from_json,
     summary_key,
 )
-from modelshelf._registry import blob_key
-from modelshelf._store import OVERWRITE, ObjectInfo, PutMode, Store, StoredObject
+from modelshelf._layout import blob_key
+from modelshelf._stores import OVERWRITE, ObjectInfo, PutMode, Store, StoredObject
 from modelshelf.serving import ModelServer
 
 POLL = 0.2

@@ -11,7 +11,7 @@ import pytest
 from ddsketch import DDSketch
 
 from modelshelf._errors import InvalidInputError
-from modelshelf._metrics import (
+from modelshelf.metrics import (
     ArmStats,
     MetricsSummary,
     arm_stats_from_json,

@@ -33,9 +33,9 @@ from modelshelf._errors import (
     PreconditionFailedError,
     StoreUnavailableError,
 )
-from modelshelf._local import LocalStore
-from modelshelf._s3 import S3Store
-from modelshelf._store import OVERWRITE, IfMatch, Store
+from modelshelf._stores._local import LocalStore
+from modelshelf._stores._s3 import S3Store
+from modelshelf._stores import OVERWRITE, IfMatch, Store
 
 MiB = 1024 * 1024
 
@@ -294,7 +294,7 @@ _RACER = textwrap.dedent(
     """
     import sys
     from modelshelf._errors import PreconditionFailedError
-    from modelshelf._local import LocalStore
+    from modelshelf._stores._local import LocalStore
 
     store = LocalStore(sys.argv[1])
     me, rounds = sys.argv[2], int(sys.argv[3])

@@ -26,8 +26,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
-from modelshelf._errors import InvalidEventError, InvalidInputError
-from modelshelf._refs import check_name
+from modelshelf import InvalidEventError, InvalidInputError, check_name
 
 __all__ = ["ENVELOPE_FIELDS", "PromoterEvent", "parse_event"]
 

@@ -37,9 +37,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from modelshelf._card import canonical_json
-from modelshelf._errors import InvalidInputError
-from modelshelf._metrics import ArmStats
+from modelshelf import InvalidInputError, canonical_json
+from modelshelf.metrics import ArmStats
 
 from ._policy import PromotionPolicy
 from ._stats import ErrorRateTest, LatencyHistogram, LatencyTest, error_rate_test, latency_test

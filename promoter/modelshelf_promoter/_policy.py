@@ -18,9 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from modelshelf._card import canonical_json
-from modelshelf._errors import InvalidPolicyError
-from modelshelf._refs import check_name
+from modelshelf import InvalidPolicyError, canonical_json, check_name
 
 __all__ = [
     "ErrorMargin",

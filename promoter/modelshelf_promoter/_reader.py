@@ -62,13 +62,17 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from modelshelf._card import canonical_json, utcnow
-from modelshelf._errors import (
+from modelshelf import (
+    CREATE,
+    IfMatch,
     InvalidInputError,
     KeyNotFoundError,
     PreconditionFailedError,
+    Store,
+    canonical_json,
+    check_name,
 )
-from modelshelf._metrics import (
+from modelshelf.metrics import (
     WINDOW_FORMAT,
     ArmStats,
     MetricsSummary,
@@ -76,8 +80,8 @@ from modelshelf._metrics import (
     parse_metrics_key,
     summary_from_json,
 )
-from modelshelf._refs import check_name
-from modelshelf._store import CREATE, IfMatch, Store
+
+from ._time import utcnow
 
 __all__ = [
     "DEFAULT_LATENESS_SECONDS",

@@ -38,12 +38,12 @@ Overlapping runs
 ----------------
 Two runs (a slow Lambda invocation and the next scheduled one, or a cron job and an
 operator) may judge the same generation. The alias change is made through
-:func:`modelshelf._aliases.apply_change` with a ``change`` callback that refuses, with
-:class:`~modelshelf.PromotionConflictError`, unless the aliases are still at the generation
-(and canary) the judge looked at. ``apply_change`` calls it on the state it is about to
-replace, and retries it after losing the race for the next history record, so exactly one
-of the two runs changes the aliases; the other reports ``conflict`` (its decision record
-says so) and changes nothing. A manual change made meanwhile (an operator aborting the
+the registry's named transitions (``set_ratio``, ``promote``, ``abort_canary``) with
+``expect_generation=`` the generation the judge looked at: the registry refuses, with
+:class:`~modelshelf.PromotionConflictError`, unless the aliases are still at that generation,
+checking again after losing the race for the next history record, so exactly one of the two
+runs changes the aliases; the other reports ``conflict`` (its decision record says so) and
+changes nothing. A manual change made meanwhile (an operator aborting the
 canary) wins the same way. The state is swapped with If-Match, so the loser's read is
 dropped, never merged twice.
 
@@ -63,25 +63,21 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from modelshelf._aliases import (
+from modelshelf import (
+    CREATE,
     Aliases,
-    HistoryRecord,
-    apply_change,
-    iter_history_newest_first,
-    read_aliases,
-)
-from modelshelf._card import canonical_json, utcnow
-from modelshelf._errors import (
+    IfMatch,
     KeyNotFoundError,
     ModelNotFoundError,
     ModelshelfError,
     PreconditionFailedError,
     PromotionConflictError,
+    Registry,
+    Store,
+    canonical_json,
+    check_name,
 )
-from modelshelf._metrics import ArmStats
-from modelshelf._refs import check_name
-from modelshelf._registry import Registry
-from modelshelf._store import CREATE, IfMatch, Store
+from modelshelf.metrics import ArmStats
 
 from ._judge import Action, Decision, judge
 from ._policy import (
@@ -104,6 +100,7 @@ from ._reader import (
     read_metrics,
     save_state,
 )
+from ._time import utcnow
 
 __all__ = [
     "DecisionRecord",
@@ -248,8 +245,7 @@ def models_with_canary(registry: Registry) -> list[str]:
     """Names of the models whose aliases name a canary, sorted."""
     found = []
     for name in registry.models():
-        state, _ = read_aliases(registry.store, name)
-        if state.canary is not None:
+        if registry.aliases(name).canary is not None:
             found.append(name)
     return found
 
@@ -336,7 +332,7 @@ class Promoter:
 
     def _run_model(self, name: str) -> ModelRun:
         store = self.store
-        aliases, _ = read_aliases(store, name)
+        aliases = self.registry.aliases(name)
         if aliases.canary is None or aliases.active is None:
             if aliases.generation == 0 and not self.registry.versions(name):
                 raise ModelNotFoundError(f"model {name!r} has no versions in {store.uri}")
@@ -382,18 +378,18 @@ class Promoter:
 
         outcome: Literal["applied", "no_change", "conflict"] = "no_change"
         alias_action = _ALIAS_ACTION.get(decision.action)
-        record: HistoryRecord | None = None
+        applied: Aliases | None = None
         conflict: str | None = None
         if alias_action is not None:
             try:
-                record = self._apply(name, aliases, decision, alias_action, key)
+                applied = self._apply(name, aliases, decision, alias_action, key)
                 outcome = "applied"
             except PromotionConflictError as exc:
                 outcome, conflict = "conflict", str(exc)
 
-        if record is not None and alias_action == "set_ratio":
+        if applied is not None and alias_action == "set_ratio":
             # The next run then finds the new step's start without reading the history.
-            cursor.generation, cursor.step_started_at = record.generation, record.when
+            cursor.generation, cursor.step_started_at = applied.generation, applied.updated_at
 
         decision_record = DecisionRecord(
             model=name,
@@ -403,7 +399,7 @@ class Promoter:
             decision=decision,
             outcome=outcome,
             alias_action=alias_action,
-            new_generation=record.generation if record else None,
+            new_generation=applied.generation if applied else None,
             conflict=conflict,
             policy_source=policy_source,
             read=report,
@@ -425,7 +421,7 @@ class Promoter:
             applied=outcome == "applied",
             reason=decision.reason if conflict is None else f"{decision.reason} [{conflict}]",
             generation=aliases.generation,
-            new_generation=record.generation if record else None,
+            new_generation=applied.generation if applied else None,
             active=aliases.active,
             canary=aliases.canary,
             ratio=aliases.ratio,
@@ -461,7 +457,7 @@ class Promoter:
         step_started: datetime | None = None
         earliest: datetime | None = None
         same_step = True
-        for record in iter_history_newest_first(self.store, name):
+        for record in self.registry.iter_history(name, newest_first=True):
             seen = record.state
             if (
                 seen.canary != aliases.canary
@@ -500,32 +496,18 @@ class Promoter:
         decision: Decision,
         alias_action: Literal["set_ratio", "promote", "abort_canary"],
         decision_key: str,
-    ) -> HistoryRecord:
-        expected = judged.generation
-
-        def change(current: Aliases) -> dict[str, Any]:
-            if current.generation != expected or current.canary != judged.canary:
-                raise PromotionConflictError(
-                    f"{name}: the aliases moved from generation {expected} to "
-                    f"{current.generation} ({current.updated_by or 'unknown'}: "
-                    f"{current.reason or 'no reason'}) while this run judged them; "
-                    f"{decision.action} not applied"
-                )
-            if alias_action == "set_ratio":
-                return {"ratio": decision.next_ratio}
-            if alias_action == "promote":
-                return {
-                    "active": current.canary,
-                    "canary": None,
-                    "ratio": 0.0,
-                    "canary_started_at": None,
-                }
-            return {"canary": None, "ratio": 0.0, "canary_started_at": None}
-
+    ) -> Aliases:
+        """Apply the decision only if the aliases are still what the judge looked at."""
         reason = _reason(decision, decision_key)
-        return apply_change(
-            self.registry, name, alias_action, change, reason=reason, allow_major=True
-        )
+        expected = judged.generation
+        if alias_action == "set_ratio":
+            assert decision.next_ratio is not None
+            return self.registry.set_ratio(
+                name, decision.next_ratio, reason=reason, expect_generation=expected
+            )
+        if alias_action == "promote":
+            return self.registry.promote(name, reason=reason, expect_generation=expected)
+        return self.registry.abort_canary(name, reason=reason, expect_generation=expected)
 
 
 def _reason(decision: Decision, decision_key: str) -> str:

@@ -109,7 +109,7 @@ from typing import Literal
 from ddsketch.ddsketch import BaseDDSketch
 from pydantic import BaseModel, ConfigDict
 
-from modelshelf._metrics import sketch_bins, sketch_gamma
+from modelshelf.metrics import sketch_bins, sketch_gamma
 
 __all__ = [
     "MIN_ERRORS_TO_ALARM",

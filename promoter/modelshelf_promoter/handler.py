@@ -17,12 +17,11 @@ import os
 from collections import Counter
 from typing import Any
 
-from modelshelf._card import utcnow
-from modelshelf._errors import ConfigurationError, InvalidEventError
-from modelshelf._registry import Registry
+from modelshelf import ConfigurationError, InvalidEventError, Registry
 
 from ._event import parse_event
 from ._runner import Promoter
+from ._time import utcnow
 
 __all__ = ["lambda_handler"]
 

@@ -6,7 +6,18 @@ or a local folder; serve them through audited ``active`` / ``canary`` aliases.
 
 from __future__ import annotations
 
-from ._card import FileEntry, ModelCard, ModelVersion, Performance, TrainingData
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _package_version
+
+from ._aliases import Aliases, HistoryRecord, ServedVersion
+from ._card import (
+    FileEntry,
+    ModelCard,
+    ModelVersion,
+    Performance,
+    TrainingData,
+    canonical_json,
+)
 from ._errors import (
     AccessDeniedError,
     AliasNotSetError,
@@ -36,23 +47,41 @@ from ._errors import (
     VersionExistsError,
     VersionNotFoundError,
 )
-from ._local import LocalStore
-from ._refs import ModelRef, parse_ref
+from ._refs import ModelRef, check_name, parse_ref, parse_version
 from ._registry import Registry
-from ._store import CREATE, OVERWRITE, IfMatch, ObjectInfo, Store, StoredObject
-from ._uri import open_store
+from ._stores import (
+    CREATE,
+    OVERWRITE,
+    IfMatch,
+    LocalStore,
+    ObjectInfo,
+    Store,
+    StoredObject,
+    SupportsContentAddressedPut,
+    SupportsHashedGet,
+    SupportsListFolders,
+    SupportsStaleUploads,
+    open_store,
+)
+from ._versions import GcPlan
 
-__version__ = "0.1.0"
+try:
+    __version__ = _package_version("modelshelf")
+except PackageNotFoundError:  # a source tree on sys.path without an install
+    __version__ = "0+unknown"
 
 __all__ = [
     "CREATE",
     "OVERWRITE",
     "AccessDeniedError",
     "AliasNotSetError",
+    "Aliases",
     "CommitStateUnknownError",
     "ConfigurationError",
     "ConflictError",
     "FileEntry",
+    "GcPlan",
+    "HistoryRecord",
     "IfMatch",
     "IntegrityError",
     "InvalidAliasesError",
@@ -79,24 +108,32 @@ __all__ = [
     "Registry",
     "S3Store",
     "SchemaChangeError",
+    "ServedVersion",
     "SourceError",
     "Store",
     "StoreError",
     "StoreUnavailableError",
     "StoredObject",
+    "SupportsContentAddressedPut",
+    "SupportsHashedGet",
+    "SupportsListFolders",
+    "SupportsStaleUploads",
     "TrainingData",
     "VersionExistsError",
     "VersionNotFoundError",
     "__version__",
+    "canonical_json",
+    "check_name",
     "open_store",
     "parse_ref",
+    "parse_version",
 ]
 
 
 def __getattr__(name: str) -> object:
     # boto3 costs ~0.3 s to import; a local-folder user should not pay for it.
     if name == "S3Store":
-        from ._s3 import S3Store
+        from ._stores._s3 import S3Store
 
         return S3Store
     raise AttributeError(f"module 'modelshelf' has no attribute {name!r}")

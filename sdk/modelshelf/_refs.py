@@ -18,7 +18,7 @@ __all__ = [
     "check_name",
     "parse_ref",
     "parse_version",
-    "version_key",
+    "version_sort_key",
 ]
 
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,127}")
@@ -57,7 +57,7 @@ def parse_version(text: object) -> Version:
     return Version(text)
 
 
-def version_key(text: str) -> tuple[int, int, int]:
+def version_sort_key(text: str) -> tuple[int, int, int]:
     """Sort key for a valid version string (semver order, not string order)."""
     major, minor, patch = (int(part) for part in text.split("."))
     return (major, minor, patch)
@@ -73,7 +73,7 @@ def bump_version(current: str | None, bump: str) -> str:
         raise InvalidVersionError(f"invalid bump {bump!r}: use 'major', 'minor' or 'patch'")
     if current is None:
         return {"major": "1.0.0", "minor": "0.1.0", "patch": "0.0.1"}[bump]
-    major, minor, patch = version_key(current)
+    major, minor, patch = version_sort_key(current)
     if bump == "major":
         return f"{major + 1}.0.0"
     if bump == "minor":

@@ -16,8 +16,15 @@ reads.
 
 from __future__ import annotations
 
-from ._routing import Snapshot, route_point
-from ._serving import Loader, ModelServer, Prediction, ServerStatus, joblib_loader
+from ._serving import (
+    Loader,
+    ModelServer,
+    Prediction,
+    ServerStatus,
+    Snapshot,
+    joblib_loader,
+    route_point,
+)
 
 __all__ = [
     "Loader",

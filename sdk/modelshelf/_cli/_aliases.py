@@ -8,14 +8,15 @@ history with ``--reason``; the readers take ``--json``.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.table import Table
 
 from .._aliases import Aliases, HistoryRecord, read_aliases
 from .._errors import InvalidAliasesError, KeyNotFoundError
-from .._registry import Registry, version_key_path
+from .._layout import manifest_key
+from .._registry import Registry
 from ._app import AppState, cli, emit_json, format_time, json_option, pass_state
 
 __all__ = [
@@ -45,7 +46,7 @@ def _checked_aliases(registry: Registry, name: str) -> Aliases:
         if version is None:
             continue
         try:
-            registry.store.head(version_key_path(name, version))
+            registry.store.head(manifest_key(name, version))
         except KeyNotFoundError as exc:
             raise InvalidAliasesError(
                 f"invalid aliases object for {name!r} in {registry.uri}: {role} names "
@@ -92,7 +93,13 @@ def _parse_ratio(value: str) -> float:
     return ratio
 
 
-class _Ratio(click.ParamType):
+if TYPE_CHECKING:
+    _RatioBase = click.ParamType[float]
+else:  # click before 8.2 has no generic ParamType
+    _RatioBase = click.ParamType
+
+
+class _Ratio(_RatioBase):
     name = "RATIO"
 
     def convert(

@@ -5,9 +5,9 @@ from __future__ import annotations
 import click
 from rich.table import Table
 
-from .._doctor import run_doctor
 from .._errors import ConfigurationError
-from .._gc import parse_age
+from .._stores._doctor import run_doctor
+from .._versions import parse_age
 from ._app import AppState, cli, emit_json, human_size, json_option, pass_state
 
 __all__ = ["doctor", "gc"]

@@ -3,7 +3,7 @@
 Conditional writes map one to one onto S3's: create is ``PutObject`` (or
 ``CompleteMultipartUpload``) with ``If-None-Match: *``, replace-if-match is ``If-Match: etag``.
 
-Failures are translated into modelshelf errors in exactly one place (:func:`_translate`) and
+Failures are translated into modelshelf errors in exactly one place (``_s3_errors.translate``) and
 retried in exactly one loop (:meth:`S3Store._with_retries`): 5xx answers, throttling, 409
 ``ConditionalRequestConflict``, connection resets and timeouts are retried with exponential
 backoff and jitter; a 412 never is. botocore's own retries are switched off on the clients
@@ -27,13 +27,11 @@ import functools
 import hashlib
 import os
 import random
-import re
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from enum import Enum
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlparse
@@ -43,22 +41,13 @@ import botocore.session
 from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
-    ChecksumError,
     ClientError,
-    FlexibleChecksumError,
-    HTTPClientError,
     IncompleteReadError,
-    NoCredentialsError,
-    PartialCredentialsError,
     ProfileNotFound,
-)
-from botocore.exceptions import (
-    ConnectionError as BotoConnectionError,
 )
 from botocore.loaders import Loader, create_loader
 
-from ._errors import (
-    AccessDeniedError,
+from .._errors import (
     CommitStateUnknownError,
     ConfigurationError,
     IntegrityError,
@@ -66,10 +55,9 @@ from ._errors import (
     KeyNotFoundError,
     ModelshelfError,
     PreconditionFailedError,
-    StoreError,
-    StoreUnavailableError,
 )
-from ._store import (
+from .._settings import endpoint_url_setting, parse_bool, parse_int, parse_size, setting
+from ._protocol import (
     CREATE,
     OVERWRITE,
     IfMatch,
@@ -79,6 +67,7 @@ from ._store import (
     StoredObject,
     check_key,
 )
+from ._s3_errors import Kind, http_status, kind_of, outcome_unknown, translate
 
 __all__ = ["S3Store"]
 
@@ -98,150 +87,6 @@ _META_SHA256 = "sha256"  # sent as x-amz-meta-sha256
 _LOADERS: dict[str | None, Loader] = {}
 _LOADERS_LOCK = threading.Lock()
 
-_RETRY_CODES = frozenset(
-    {
-        "ConditionalRequestConflict",
-        "OperationAborted",
-        "SlowDown",
-        "Throttling",
-        "ThrottlingException",
-        "RequestThrottled",
-        "TooManyRequests",
-        "RequestLimitExceeded",
-        "RequestTimeout",
-        "InternalError",
-        "ServiceUnavailable",
-        # The body was damaged in transit and refused: sending it again is the cure.
-        "BadDigest",
-        "XAmzContentSHA256Mismatch",
-    }
-)
-_DENIED_CODES = frozenset(
-    {
-        "AccessDenied",
-        "403",
-        "Forbidden",
-        "InvalidAccessKeyId",
-        "SignatureDoesNotMatch",
-        "ExpiredToken",
-        "InvalidToken",
-        "AllAccessDisabled",
-    }
-)
-_MISSING_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
-_PRECONDITION_CODES = frozenset({"PreconditionFailed", "412"})
-
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"0", "false", "no", "off"})
-_SIZE_RE = re.compile(r"^\s*(\d+)\s*([kmg]?)(?:i?b)?\s*$", re.IGNORECASE)
-_SIZE_UNITS = {"": 1, "k": 1024, "m": MiB, "g": 1024 * MiB}
-
-
-class _Kind(Enum):
-    """What a failure means for the caller, decided in one place."""
-
-    RETRY = "retry"
-    PRECONDITION = "precondition"
-    MISSING = "missing"
-    NO_BUCKET = "no-bucket"
-    NO_UPLOAD = "no-upload"
-    DENIED = "denied"
-    CREDENTIALS = "credentials"
-    OTHER = "other"
-
-
-def _status(exc: ClientError) -> int:
-    return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
-
-
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code") or "")
-
-
-def _kind(exc: Exception) -> _Kind:
-    if isinstance(exc, ClientError):
-        code, status = _code(exc), _status(exc)
-        if code in _PRECONDITION_CODES or status == 412:
-            return _Kind.PRECONDITION
-        if code == "NoSuchBucket":
-            return _Kind.NO_BUCKET
-        if code == "NoSuchUpload":
-            return _Kind.NO_UPLOAD
-        if code in _MISSING_CODES:
-            return _Kind.MISSING
-        if code in _DENIED_CODES or status == 403:
-            return _Kind.DENIED
-        if code in _RETRY_CODES or status == 429 or (status >= 500 and status != 501):
-            return _Kind.RETRY
-        return _Kind.OTHER
-    if isinstance(exc, NoCredentialsError | PartialCredentialsError | ProfileNotFound):
-        return _Kind.CREDENTIALS
-    if isinstance(
-        exc,
-        HTTPClientError
-        | BotoConnectionError
-        | IncompleteReadError
-        | FlexibleChecksumError
-        | ChecksumError,
-    ):
-        return _Kind.RETRY
-    return _Kind.OTHER
-
-
-def _outcome_unknown(exc: Exception) -> bool:
-    """True when the request may have been carried out although we saw a failure.
-
-    A connection that could not be opened (``EndpointConnectionError``, connect timeouts)
-    sent nothing. A reset or read timeout after sending, or a 5xx, may follow a write the
-    server already made durable.
-    """
-    if isinstance(exc, ClientError):
-        status = _status(exc)
-        return status >= 500 and status != 501
-    return isinstance(exc, HTTPClientError)
-
-
-def _translate(exc: Exception, *, action: str, mode: PutMode | None = None) -> ModelshelfError:
-    """The modelshelf error for a failed S3 call; the single place where that is decided.
-
-    Args:
-        exc: What boto3 raised.
-        action: What was attempted, for the message ("write 'a/b' to s3://bucket/prefix").
-        mode: The put mode of a write: replacing by etag a key that is gone is a lost race,
-            not a miss.
-    """
-    detail = str(exc)
-    kind = _kind(exc)
-    if kind is _Kind.PRECONDITION:
-        return PreconditionFailedError(f"cannot {action}: a precondition failed ({detail})")
-    if kind is _Kind.MISSING:
-        if isinstance(mode, IfMatch):
-            return PreconditionFailedError(
-                f"cannot {action}: the object is gone, so its etag cannot match ({detail})"
-            )
-        return KeyNotFoundError(f"cannot {action}: no such object")
-    if kind is _Kind.NO_BUCKET:
-        return ConfigurationError(
-            f"cannot {action}: the bucket does not exist. Create it (for example "
-            "`aws s3 mb s3://BUCKET`), or fix the registry URI or the endpoint "
-            "(endpoint_url / AWS_ENDPOINT_URL_S3)"
-        )
-    if kind is _Kind.DENIED:
-        return AccessDeniedError(
-            f"cannot {action}: access denied ({detail}). Check the credentials, profile and "
-            "the bucket policy (reads need s3:GetObject and s3:ListBucket, writes s3:PutObject)"
-        )
-    if kind is _Kind.CREDENTIALS:
-        return ConfigurationError(
-            f"cannot {action}: no usable AWS credentials ({detail}). Set AWS_PROFILE or "
-            "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or run where an instance role applies"
-        )
-    if kind is _Kind.RETRY:
-        return StoreUnavailableError(f"cannot {action}: the store kept failing ({detail})")
-    if kind is _Kind.NO_UPLOAD:
-        return StoreError(f"cannot {action}: the multipart upload was aborted ({detail})")
-    return StoreError(f"cannot {action}: {detail}")
-
 
 def _etag(raw: str) -> str:
     # Some S3-compatibles quote etags in one answer and not in another; keep them bare.
@@ -260,39 +105,6 @@ def _condition(mode: PutMode) -> dict[str, str]:
     if isinstance(mode, IfMatch):
         return {"IfMatch": _quoted(_etag(mode.etag))}
     raise TypeError(f"unknown put mode {mode!r}")
-
-
-def _parse_size(text: str, *, name: str) -> int:
-    match = _SIZE_RE.match(text)
-    if match is None:
-        raise ConfigurationError(f"{name}={text!r} is not a size such as 67108864 or 64MiB")
-    return int(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]
-
-
-def _parse_int(text: str, *, name: str) -> int:
-    try:
-        return int(text.strip())
-    except ValueError:
-        raise ConfigurationError(f"{name}={text!r} is not a whole number") from None
-
-
-def _parse_bool(text: str, *, name: str) -> bool:
-    value = text.strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise ConfigurationError(f"{name}={text!r} is not one of 1/0, true/false, yes/no, on/off")
-
-
-def _setting(arg: _T | None, env: str, default: _T, parse: Callable[..., _T]) -> _T:
-    if arg is not None:
-        return arg
-    text = os.environ.get(env)
-    if text is None or not text.strip():
-        return default
-    result: _T = parse(text, name=env)
-    return result
 
 
 def _parse_uri(uri: str) -> tuple[str, str]:
@@ -365,28 +177,24 @@ class S3Store:
         retry_delay: float | None = None,
     ) -> None:
         self._bucket, self._prefix = _parse_uri(uri)
-        self._part_size = _setting(
-            part_size, "MODELSHELF_PART_SIZE", _DEFAULT_PART_SIZE, _parse_size
+        self._part_size = setting(part_size, "MODELSHELF_PART_SIZE", _DEFAULT_PART_SIZE, parse_size)
+        self._concurrency = setting(
+            max_concurrency, "MODELSHELF_CONCURRENCY", _DEFAULT_CONCURRENCY, parse_int
         )
-        self._concurrency = _setting(
-            max_concurrency, "MODELSHELF_CONCURRENCY", _DEFAULT_CONCURRENCY, _parse_int
-        )
-        self._max_attempts = _setting(
-            max_attempts, "MODELSHELF_MAX_ATTEMPTS", _DEFAULT_MAX_ATTEMPTS, _parse_int
+        self._max_attempts = setting(
+            max_attempts, "MODELSHELF_MAX_ATTEMPTS", _DEFAULT_MAX_ATTEMPTS, parse_int
         )
         endpoint = (
             getattr(getattr(client, "meta", None), "endpoint_url", None)
             if client is not None
-            else endpoint_url
-            or os.environ.get("AWS_ENDPOINT_URL_S3")
-            or os.environ.get("AWS_ENDPOINT_URL")
+            else endpoint_url_setting(endpoint_url)
         )
         # Over plain HTTP botocore already signs every request body's sha256 and the server
         # checks it; a checksum header on top would hash every byte a second time (14% of a
         # 1 GiB push measured on SeaweedFS). Over TLS the checksum replaces payload signing.
         plain_http = isinstance(endpoint, str) and endpoint.startswith("http://")
-        self._checksums = _setting(
-            part_checksums, "MODELSHELF_PART_CHECKSUMS", not plain_http, _parse_bool
+        self._checksums = setting(
+            part_checksums, "MODELSHELF_PART_CHECKSUMS", not plain_http, parse_bool
         )
         self._retry_delay = _DEFAULT_RETRY_DELAY if retry_delay is None else retry_delay
         if not _MIN_PART <= self._part_size <= _MAX_PART:
@@ -408,11 +216,7 @@ class S3Store:
         self, endpoint_url: str | None, profile: str | None, region: str | None
     ) -> Any:
         # boto3 reads AWS_ENDPOINT_URL(_S3) itself; we look only to choose the addressing style.
-        endpoint = (
-            endpoint_url
-            or os.environ.get("AWS_ENDPOINT_URL_S3")
-            or os.environ.get("AWS_ENDPOINT_URL")
-        )
+        endpoint = endpoint_url_setting(endpoint_url)
         config = Config(
             connect_timeout=10,
             read_timeout=120,
@@ -491,25 +295,25 @@ class S3Store:
             try:
                 return call()
             except (ClientError, BotoCoreError) as exc:
-                kind = _kind(exc)
-                if kind is _Kind.RETRY and attempt < self._max_attempts:
-                    ambiguous = ambiguous or (write is not None and _outcome_unknown(exc))
+                kind = kind_of(exc)
+                if kind is Kind.RETRY and attempt < self._max_attempts:
+                    ambiguous = ambiguous or (write is not None and outcome_unknown(exc))
                     self._backoff(attempt)
                     continue
                 mode = write.mode if write is not None else None
                 if write is not None and ambiguous:
-                    if kind is _Kind.RETRY:
+                    if kind is Kind.RETRY:
                         raise CommitStateUnknownError(
                             f"cannot tell whether {action} landed: an attempt's outcome was "
                             f"unknown and the store kept failing ({exc}); read it again"
                         ) from exc
                     if (
-                        kind is _Kind.PRECONDITION
-                        or (kind is _Kind.MISSING and isinstance(mode, IfMatch))
-                        or (kind is _Kind.NO_UPLOAD and completing)
+                        kind is Kind.PRECONDITION
+                        or (kind is Kind.MISSING and isinstance(mode, IfMatch))
+                        or (kind is Kind.NO_UPLOAD and completing)
                     ):
                         return self._landed_etag(write, action, exc)  # type: ignore[return-value]
-                raise _translate(exc, action=action, mode=mode) from exc
+                raise translate(exc, action=action, mode=mode) from exc
 
     def _backoff(self, attempt: int) -> None:
         ceiling = min(_MAX_RETRY_DELAY, self._retry_delay * 2 ** (attempt - 1))
@@ -581,7 +385,7 @@ class S3Store:
             try:
                 response = self._client.get_object(Bucket=self._bucket, Key=full, **extra)
             except ClientError as exc:
-                if _status(exc) == 304:
+                if http_status(exc) == 304:
                     return None  # unchanged: an answer, not a failure
                 raise
             body = response["Body"]
@@ -980,7 +784,7 @@ class S3Store:
             try:
                 self._client.delete_object(Bucket=self._bucket, Key=full)
             except ClientError as exc:
-                if _kind(exc) is not _Kind.MISSING:
+                if kind_of(exc) is not Kind.MISSING:
                     raise
 
         self._with_retries(f"delete {self._where(key)}", call)

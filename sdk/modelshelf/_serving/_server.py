@@ -1,12 +1,12 @@
 """The serving-fleet client: poll the aliases, load before switching, route, record.
 
-A :class:`ModelServer` holds one immutable :class:`~modelshelf._routing.Snapshot` (active
+A :class:`ModelServer` holds one immutable :class:`~modelshelf.serving.Snapshot` (active
 and canary versions with their loaded models, ratio, salt, generation). Requests read that
 one reference and never touch storage. A daemon watcher thread polls ``aliases.json`` with
 a conditional GET (304 while unchanged, so an idle fleet moves almost no bytes); when the
 object changes it downloads, verifies and loads every new version through the registry's
 blob cache first, and only then replaces the snapshot with one reference assignment
-(DESIGN.md, invariant 4). Storage faults, an aliases object that does not validate, a
+(docs/design.md, invariant 4). Storage faults, an aliases object that does not validate, a
 version that does not exist and a blob that fails its sha256 all leave the last good
 snapshot in place; each distinct failure is logged once and the watcher backs off.
 """
@@ -29,18 +29,20 @@ from typing import Any, NamedTuple
 
 from pydantic import BaseModel
 
-from ._aliases import Aliases, aliases_key, parse_aliases
-from ._card import ModelVersion, utcnow
-from ._errors import (
+from .._aliases import Aliases, parse_aliases
+from .._card import ModelVersion, utcnow
+from .._errors import (
     AliasNotSetError,
     ConfigurationError,
     InvalidAliasesError,
     KeyNotFoundError,
-    SourceError,
 )
+from .._layout import aliases_key
+from .._refs import check_name
+from .._registry import Registry
+from .._settings import parse_float, parse_text, setting
+from .._versions import joblib_entry
 from ._recorder import Recorder
-from ._refs import check_name
-from ._registry import Registry, blob_key
 from ._routing import Snapshot, choose
 
 __all__ = [
@@ -66,15 +68,10 @@ def joblib_loader(manifest: ModelVersion, files: Mapping[str, Path]) -> Any:
     Raises:
         SourceError: The version holds no such file, or several.
     """
-    candidates = [path for path in files if path.endswith((".joblib", ".pkl"))]
-    if len(candidates) != 1:
-        raise SourceError(
-            f"{manifest.ref} holds {len(candidates)} .joblib/.pkl files; the default loader "
-            "needs exactly one (pass loader= to ModelServer for other layouts)"
-        )
+    entry = joblib_entry(manifest)
     import joblib
 
-    return joblib.load(files[candidates[0]])
+    return joblib.load(files[entry.path])
 
 
 class Prediction(NamedTuple):
@@ -115,18 +112,6 @@ class ServerStatus(BaseModel):
     polls: int
     unchanged_polls: int
     pending_metrics: int
-
-
-def _setting(value: Any, env: str, default: Any, convert: Callable[[str], Any]) -> Any:
-    if value is not None:
-        return value
-    text = os.environ.get(env)
-    if text is None or text == "":
-        return default
-    try:
-        return convert(text)
-    except ValueError as exc:
-        raise ConfigurationError(f"{env}={text!r} is not valid: {exc}") from exc
 
 
 def _default_server_id() -> str:
@@ -174,14 +159,16 @@ class ModelServer:
     ) -> None:
         self.registry = registry
         self.name = check_name(name)
-        self.poll_interval = float(_setting(poll_interval, "MODELSHELF_POLL_INTERVAL", 10.0, float))
+        self.poll_interval = float(
+            setting(poll_interval, "MODELSHELF_POLL_INTERVAL", 10.0, parse_float)
+        )
         self.flush_interval = float(
-            _setting(flush_interval, "MODELSHELF_FLUSH_INTERVAL", 60.0, float)
+            setting(flush_interval, "MODELSHELF_FLUSH_INTERVAL", 60.0, parse_float)
         )
         if self.poll_interval <= 0 or self.flush_interval <= 0:
             raise ConfigurationError("poll_interval and flush_interval must be positive")
         self.server_id: str = (
-            _setting(server_id, "MODELSHELF_SERVER_ID", None, str) or _default_server_id()
+            setting(server_id, "MODELSHELF_SERVER_ID", None, parse_text) or _default_server_id()
         )
         self._loader: Loader = loader or joblib_loader
         self.recorder = Recorder(
@@ -464,12 +451,7 @@ class ModelServer:
     def _load(self, version: str) -> Any:
         started = time.perf_counter()
         manifest = self.registry.get(f"{self.name}:{version}")
-        files = {
-            entry.path: self.registry.cache.fetch(
-                self.registry.store, blob_key(self.name, entry.sha256), entry.sha256, entry.size
-            )
-            for entry in manifest.files
-        }
+        files = self.registry.fetch(manifest)
         model = self._loader(manifest, files)
         logger.info(
             "%s: loaded %s in %.2f s", self.name, manifest.ref, time.perf_counter() - started

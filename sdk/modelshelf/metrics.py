@@ -41,6 +41,7 @@ from pydantic import (
     model_validator,
 )
 
+from . import _layout
 from ._card import canonical_json, utcnow
 from ._errors import InvalidInputError
 from ._refs import check_name, parse_version
@@ -73,7 +74,7 @@ __all__ = [
 ]
 
 SKETCH_RELATIVE_ACCURACY = 0.01
-WINDOW_FORMAT = "%Y%m%dT%H%M%SZ"
+WINDOW_FORMAT = _layout.WINDOW_FORMAT
 _SERVER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _KEY = re.compile(
     r"(?P<model>[^/]+)/metrics/(?P<version>[^/]+)/(?P<window>\d{8}T\d{6}Z)/"
@@ -155,10 +156,9 @@ def check_server_id(server_id: object) -> str:
 def metrics_prefix(model: str, version: str | None = None) -> str:
     """The key prefix under which a model's (or one version's) metrics objects live."""
     check_name(model)
-    if version is None:
-        return f"{model}/metrics/"
-    parse_version(version)
-    return f"{model}/metrics/{version}/"
+    if version is not None:
+        parse_version(version)
+    return _layout.metrics_prefix(model, version)
 
 
 def metrics_key(model: str, version: str, window_start: datetime, server_id: str, seq: int) -> str:
@@ -176,7 +176,7 @@ def metrics_key(model: str, version: str, window_start: datetime, server_id: str
     if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
         raise InvalidInputError(f"invalid flush sequence number {seq!r}: use an int >= 0")
     window = _check_aware(window_start, "window start").strftime(WINDOW_FORMAT)
-    return f"{model}/metrics/{version}/{window}/{server_id}-{seq:08d}.json"
+    return _layout.metrics_key(model, version, window, server_id, seq)
 
 
 @dataclass(frozen=True)

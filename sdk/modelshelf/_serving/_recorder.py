@@ -26,16 +26,16 @@ from datetime import UTC, datetime
 
 from ddsketch import DDSketch
 
-from ._errors import InvalidInputError, KeyNotFoundError, PreconditionFailedError
-from ._metrics import (
+from .._errors import InvalidInputError, KeyNotFoundError, PreconditionFailedError
+from .._refs import check_name, parse_version
+from .._stores import CREATE, Store
+from ..metrics import (
     MetricsSummary,
     check_server_id,
     new_sketch,
     summary_key,
     summary_to_json,
 )
-from ._refs import check_name, parse_version
-from ._store import CREATE, Store
 
 __all__ = ["Recorder"]
 

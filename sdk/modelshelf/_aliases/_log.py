@@ -1,6 +1,6 @@
 """Aliases (``active``, ``canary``, ``ratio``) with a write-ahead history.
 
-Protocol (DESIGN.md, invariant 3). The alias state of a model lives in
+Protocol (docs/design.md, invariant 3). The alias state of a model lives in
 ``{model}/aliases.json``; each change is first *claimed* as
 ``{model}/history/{generation:012d}.json`` with create-if-absent, then ``aliases.json`` is
 swapped with If-Match. The claim is the commit point: exactly one writer gets generation
@@ -13,137 +13,39 @@ N's ``state``, and every state a server could ever read from ``aliases.json`` ha
 from __future__ import annotations
 
 import secrets
-import uuid
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import ValidationError
 
-from ._card import canonical_json, utcnow
-from ._errors import (
+from .._card import utcnow
+from .._errors import (
     AccessDeniedError,
     AliasNotSetError,
     CommitStateUnknownError,
     InvalidAliasesError,
-    InvalidVersionError,
     KeyNotFoundError,
     PreconditionFailedError,
+    PromotionConflictError,
     StoreError,
 )
-from ._refs import check_name, parse_version, version_key
-from ._store import CREATE, IfMatch, Store
-
-if TYPE_CHECKING:
-    from ._registry import Registry
+from .._layout import aliases_key, history_key, history_prefix, manifest_key
+from .._refs import check_name, version_sort_key
+from .._stores import CREATE, IfMatch, Store
+from ._state import AliasAction, Aliases, HistoryRecord, ServedVersion, parse_aliases
 
 __all__ = [
-    "AliasAction",
-    "Aliases",
-    "HistoryRecord",
-    "ServedVersion",
-    "aliases_key",
-    "history_key",
-    "parse_aliases",
+    "apply_change",
+    "iter_history_newest_first",
+    "read_aliases",
+    "read_history",
+    "resolve_alias",
+    "rollback_target",
+    "served_at",
 ]
 
-AliasAction = Literal[
-    "set_active", "start_canary", "set_ratio", "promote", "abort_canary", "rollback"
-]
 _MAX_ATTEMPTS = 200
-
-
-def aliases_key(name: str) -> str:
-    """Key of a model's aliases object."""
-    return f"{name}/aliases.json"
-
-
-def history_key(name: str, generation: int) -> str:
-    """Key of the history record for one generation."""
-    return f"{name}/history/{generation:012d}.json"
-
-
-class Aliases(BaseModel):
-    """The routing state a serving fleet polls.
-
-    ``ratio`` is the canary's share of traffic; ``salt`` keeps key-based routing sticky
-    across ratio changes and different between models.
-    """
-
-    model_config = ConfigDict(extra="allow", frozen=True)
-
-    active: str | None = None
-    canary: str | None = None
-    ratio: float = Field(default=0.0, ge=0.0, le=1.0)
-    generation: int = Field(default=0, ge=0)
-    salt: str = ""
-    canary_started_at: datetime | None = None
-    updated_at: datetime | None = None
-    updated_by: str | None = None
-    reason: str | None = None
-
-    @model_validator(mode="after")
-    def _consistent(self) -> Aliases:
-        for field in ("active", "canary"):
-            value = getattr(self, field)
-            if value is not None:
-                try:
-                    parse_version(value)
-                except InvalidVersionError as exc:
-                    raise ValueError(f"{field}: {exc}") from None
-        if self.canary is not None and self.active is None:
-            raise ValueError("a canary needs an active version")
-        if self.canary is not None and self.canary == self.active:
-            raise ValueError(f"canary and active are both {self.canary}")
-        if self.canary is None and self.ratio != 0.0:
-            raise ValueError("ratio must be 0 when there is no canary")
-        return self
-
-    def to_json(self) -> bytes:
-        """Canonical bytes (sorted keys)."""
-        return canonical_json(self.model_dump(mode="json"))
-
-
-def parse_aliases(data: bytes, source: str = "aliases.json") -> Aliases:
-    """Validate stored aliases bytes.
-
-    Raises:
-        InvalidAliasesError: Corrupt JSON or a state that breaks a rule.
-    """
-    try:
-        return Aliases.model_validate_json(data)
-    except ValidationError as exc:
-        raise InvalidAliasesError(
-            f"invalid aliases object {source}: {exc.errors()[0]['msg']}"
-        ) from exc
-
-
-class HistoryRecord(BaseModel):
-    """One alias change: who, when, why, and the state before and after."""
-
-    model_config = ConfigDict(extra="allow", frozen=True)
-
-    generation: int
-    action: str
-    previous: Aliases | None
-    state: Aliases
-    who: str
-    when: datetime
-    reason: str | None = None
-    txn: str = Field(default_factory=lambda: uuid.uuid4().hex)
-
-    def to_json(self) -> bytes:
-        """Canonical bytes (sorted keys)."""
-        return canonical_json(self.model_dump(mode="json"))
-
-
-class ServedVersion(BaseModel):
-    """A version that could have answered a request at some instant."""
-
-    version: str
-    role: Literal["active", "canary"]
-    generation: int
-    ratio: float
 
 
 def read_aliases(store: Store, name: str) -> tuple[Aliases, str | None]:
@@ -176,27 +78,50 @@ def _swap(store: Store, name: str, state: Aliases, etag: str | None) -> None:
 
 
 def apply_change(
-    registry: Registry,
+    store: Store,
     name: str,
     action: AliasAction,
     change: Callable[[Aliases], dict[str, Any]],
     *,
+    user: str,
     reason: str | None,
     allow_major: bool = False,
+    expect_generation: int | None = None,
 ) -> HistoryRecord:
     """Apply one alias change linearizably and return its history record.
 
     ``change`` gets the current state and returns the fields to update; it may raise
     ``InvalidAliasesError`` to refuse. It may be called again if another writer wins.
+
+    Args:
+        store: The registry's store.
+        name: The model.
+        action: Recorded as the history record's action.
+        change: Computes the update from the current state.
+        user: Recorded as who made the change.
+        reason: Recorded as why.
+        allow_major: Let canary and active differ in MAJOR version.
+        expect_generation: Apply only if the aliases are still at this generation (what
+            the caller looked at); otherwise raise ``PromotionConflictError`` and change
+            nothing. Checked on every attempt, so a writer that wins the race in between
+            makes this change refuse rather than land on top of it.
+
+    Raises:
+        PromotionConflictError: ``expect_generation`` no longer holds.
     """
     check_name(name)
-    store = registry.store
     for _ in range(_MAX_ATTEMPTS):
         current, etag = read_aliases(store, name)
         claimed = _read_record(store, name, current.generation + 1)
         if claimed is not None:
             _swap(store, name, claimed.state, etag)  # roll a half-done change forward
             continue
+        if expect_generation is not None and current.generation != expect_generation:
+            raise PromotionConflictError(
+                f"{name!r} moved to generation {current.generation} (by "
+                f"{current.updated_by or 'someone'}) after generation {expect_generation} "
+                f"was read; {action} was not applied. Read the aliases again and decide anew"
+            )
         updates = change(current)
         now = utcnow()
         try:
@@ -207,7 +132,7 @@ def apply_change(
                     "generation": current.generation + 1,
                     "salt": current.salt or secrets.token_hex(8),
                     "updated_at": now,
-                    "updated_by": registry.user,
+                    "updated_by": user,
                     "reason": reason,
                 }
             )
@@ -215,13 +140,13 @@ def apply_change(
             raise InvalidAliasesError(
                 f"refused alias change on {name!r}: {exc.errors()[0]['msg']}"
             ) from exc
-        _check_versions(registry, name, state, allow_major)
+        _check_versions(store, name, state, allow_major)
         record = HistoryRecord(
             generation=state.generation,
             action=action,
             previous=current if etag is not None else None,
             state=state,
-            who=registry.user,
+            who=user,
             when=now,
             reason=reason,
         )
@@ -249,13 +174,13 @@ def apply_change(
     )
 
 
-def _check_versions(registry: Registry, name: str, state: Aliases, allow_major: bool) -> None:
+def _check_versions(store: Store, name: str, state: Aliases, allow_major: bool) -> None:
     for role in ("active", "canary"):
         version = getattr(state, role)
         if version is None:
             continue
         try:
-            registry.store.head(f"{name}/versions/{version}.json")
+            store.head(manifest_key(name, version))
         except KeyNotFoundError as exc:
             raise InvalidAliasesError(
                 f"cannot make {name}:{version} {role}: that version is not committed "
@@ -265,7 +190,7 @@ def _check_versions(registry: Registry, name: str, state: Aliases, allow_major: 
         state.canary
         and state.active
         and not allow_major
-        and version_key(state.canary)[0] != version_key(state.active)[0]
+        and version_sort_key(state.canary)[0] != version_sort_key(state.active)[0]
     ):
         raise InvalidAliasesError(
             f"canary {state.canary} has another MAJOR version than active {state.active}; "
@@ -277,7 +202,7 @@ def _check_versions(registry: Registry, name: str, state: Aliases, allow_major: 
 def read_history(store: Store, name: str) -> list[HistoryRecord]:
     """Every alias change of ``name``, oldest first."""
     check_name(name)
-    prefix = f"{name}/history/"
+    prefix = history_prefix(name)
     records = []
     for info in store.list(prefix):
         obj = store.get(info.key)
@@ -286,17 +211,17 @@ def read_history(store: Store, name: str) -> list[HistoryRecord]:
     return sorted(records, key=lambda r: r.generation)
 
 
-def resolve_alias(registry: Registry, name: str, alias: str) -> str:
+def resolve_alias(store: Store, name: str, alias: str) -> str:
     """The version an alias points at.
 
     Raises:
         AliasNotSetError: The alias points at nothing.
     """
-    state, _ = read_aliases(registry.store, check_name(name))
+    state, _ = read_aliases(store, check_name(name))
     version = getattr(state, alias, None)
     if version is None:
         raise AliasNotSetError(
-            f"{name}@{alias} is not set in {registry.uri} "
+            f"{name}@{alias} is not set in {store.uri} "
             f"({'set it with modelshelf alias set' if alias == 'active' else 'no canary running'})"
         )
     return str(version)
@@ -304,7 +229,7 @@ def resolve_alias(registry: Registry, name: str, alias: str) -> str:
 
 def iter_history_newest_first(store: Store, name: str) -> Iterator[HistoryRecord]:
     """History records newest first, read lazily (rollback rarely looks far back)."""
-    keys = [info.key for info in store.list(f"{check_name(name)}/history/")]
+    keys = [info.key for info in store.list(history_prefix(check_name(name)))]
     for key in reversed(keys):
         obj = store.get(key)
         assert obj is not None

@@ -14,8 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._errors import KeyNotFoundError, ModelshelfError, PreconditionFailedError
-from ._store import CREATE, IfMatch, Store
+from .._errors import KeyNotFoundError, ModelshelfError, PreconditionFailedError
+from .._layout import DOCTOR_PREFIX
+from ._protocol import CREATE, IfMatch, Store
 
 __all__ = ["Check", "run_doctor"]
 
@@ -52,7 +53,7 @@ def _multipart_store(store: Store) -> Store | None:
 
 def run_doctor(store: Store) -> list[Check]:
     """Run every probe against ``store`` and return the verdicts, in order."""
-    base = f"_doctor/{uuid.uuid4().hex}"
+    base = f"{DOCTOR_PREFIX}{uuid.uuid4().hex}"
     checks: list[Check] = []
     written: list[str] = []
 

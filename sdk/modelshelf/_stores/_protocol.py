@@ -1,27 +1,39 @@
-"""The narrow store protocol every backend implements.
+"""The narrow store protocol every backend implements (docs/design.md, "Stores").
 
-A registry needs only five operations from its object store; everything else (versions,
-aliases, metrics) is built on them. Put modes follow obspec: create-if-absent, overwrite,
-or replace-if-the-etag-still-matches.
+A registry needs only a handful of operations from its object store; everything else
+(versions, aliases, metrics) is built on them. Put modes follow obspec: create-if-absent,
+overwrite, or replace-if-the-etag-still-matches.
 
-Stores may also offer ``list_folders(prefix) -> list[str]`` (the names one level below a
-prefix, a delimiter listing) so the registry can find its models without listing every
-metrics object; callers fall back to :meth:`Store.list` when it is absent.
+Optional capabilities are named protocols, checked with ``isinstance`` (never probed with
+``getattr``), so a store that wraps another declares what it forwards:
+
+- :class:`SupportsListFolders`: the names one level below a prefix (a delimiter listing),
+  so the registry finds its models without listing every metrics object.
+- :class:`SupportsContentAddressedPut`: hash a file while storing it (one read, not two).
+- :class:`SupportsHashedGet`: hash a download while writing it.
+- :class:`SupportsStaleUploads`: find and abort abandoned partial uploads.
+
+Every method raises only :class:`~modelshelf.ModelshelfError` subclasses: each backend
+translates its own errors once, at this boundary.
 """
 
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
 
-from ._errors import InvalidKeyError
+from .._errors import InvalidKeyError
 
 __all__ = [
     "CREATE",
+    "SupportsContentAddressedPut",
+    "SupportsHashedGet",
+    "SupportsListFolders",
+    "SupportsStaleUploads",
     "OVERWRITE",
     "IfMatch",
     "ObjectInfo",
@@ -141,6 +153,58 @@ class Store(Protocol):
 
     def delete(self, key: str) -> None:
         """Remove an object; removing a missing key is not an error."""
+        ...
+
+
+@runtime_checkable
+class SupportsListFolders(Protocol):
+    """A store that lists the folder names one level below a prefix."""
+
+    def list_folders(self, prefix: str = "") -> list[str]:
+        """Names (without slashes) of the "folders" directly below ``prefix``, sorted."""
+        ...
+
+
+@runtime_checkable
+class SupportsContentAddressedPut(Protocol):
+    """A store that hashes a file while it stores it under a key derived from the hash."""
+
+    def put_file_content_addressed(
+        self,
+        key_for: Callable[[str], str],
+        path: Path,
+        *,
+        progress: ProgressCallback | None = None,
+    ) -> tuple[str, bool]:
+        """Store ``path`` under ``key_for(sha256)`` unless that key exists.
+
+        Returns:
+            The hex sha256 of the file and whether this call created the object.
+        """
+        ...
+
+
+@runtime_checkable
+class SupportsHashedGet(Protocol):
+    """A store that hashes a download as it writes it."""
+
+    def get_file_hashed(
+        self, key: str, dest: Path, *, progress: ProgressCallback | None = None
+    ) -> tuple[ObjectInfo, str]:
+        """Like :meth:`Store.get_file`, also returning the sha256 of the bytes written."""
+        ...
+
+
+@runtime_checkable
+class SupportsStaleUploads(Protocol):
+    """A store whose uploads can be abandoned half-way (multipart uploads, temp files)."""
+
+    def stale_uploads(self, prefix: str, older_than: timedelta) -> Sequence[object]:
+        """Abandoned partial uploads below ``prefix`` older than ``older_than``."""
+        ...
+
+    def abort_stale_uploads(self, prefix: str, older_than: timedelta) -> int:
+        """Remove them; returns how many were removed."""
         ...
 
 

@@ -1,4 +1,4 @@
-"""Retention: find and delete blobs that no kept version needs.
+"""Retention: find and delete blobs that no kept version needs (docs/design.md, "Retention").
 
 Manifests are never deleted: they are tiny, they keep the audit trail, and they stop a
 version number from ever being reused with other content. Blobs are deleted only when no
@@ -9,17 +9,16 @@ alone, because a push in flight uploads its blobs before it commits its manifest
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
 
-from ._aliases import read_aliases, read_history
-from ._card import utcnow
-from ._errors import InvalidInputError
-from ._refs import check_name
-
-if TYPE_CHECKING:
-    from ._registry import Registry
+from .._card import utcnow
+from .._errors import InvalidInputError
+from .._layout import blob_prefix, blobs_root
+from .._refs import check_name
+from .._stores import Store, SupportsStaleUploads
+from ._manifests import list_versions, read_manifest
 
 __all__ = ["GcPlan", "parse_age", "plan_gc", "run_gc"]
 
@@ -60,28 +59,34 @@ class GcPlan:
 
 
 def plan_gc(
-    registry: Registry,
+    store: Store,
     name: str,
     *,
+    protected: Iterable[str] = (),
     keep_last: int = 10,
     older_than: timedelta | None = None,
     orphan_grace: timedelta = timedelta(hours=1),
     now: datetime | None = None,
 ) -> GcPlan:
-    """Work out what :func:`run_gc` would delete, writing nothing."""
+    """Work out what :func:`run_gc` would delete, writing nothing.
+
+    Args:
+        store: The registry's store.
+        name: The model.
+        protected: Versions kept whatever their age (the facade passes every version that
+            was ever ``active`` or ``canary``).
+        keep_last: The newest versions always kept.
+        older_than: Only versions older than this expire (``None``: any age).
+        orphan_grace: Unreferenced blobs younger than this are left alone.
+        now: The clock, for tests.
+    """
     check_name(name)
     if keep_last < 0:
         raise InvalidInputError(f"--keep-last must be 0 or more, not {keep_last}")
     now = now or utcnow()
-    store = registry.store
-    versions = registry.versions(name)
-    manifests = {v: registry._read_manifest(name, v) for v in versions}
-
-    ever_aliased: set[str] = set()
-    for record in read_history(store, name):
-        ever_aliased.update(v for v in (record.state.active, record.state.canary) if v)
-    current, _ = read_aliases(store, name)
-    ever_aliased.update(v for v in (current.active, current.canary) if v)
+    versions = list_versions(store, name)
+    manifests = {v: read_manifest(store, name, v) for v in versions}
+    ever_aliased = set(protected)
 
     plan = GcPlan(name=name)
     recent = set(versions[-keep_last:]) if keep_last else set()
@@ -100,7 +105,7 @@ def plan_gc(
         for entry in manifests[version].files
     }
     referenced = {entry.sha256 for m in manifests.values() for entry in m.files}
-    for info in store.list(f"{name}/blobs/sha256/"):
+    for info in store.list(blob_prefix(name)):
         digest = info.key.rsplit("/", 1)[-1]
         if digest in needed:
             continue
@@ -111,18 +116,16 @@ def plan_gc(
             plan.orphan_blobs.append(info.key)
         plan.delete_blobs.append((info.key, info.size))
 
-    counter = getattr(store, "stale_uploads", None)
-    if counter is not None:
-        plan.stale_uploads = len(counter(f"{name}/blobs/", orphan_grace))
+    if isinstance(store, SupportsStaleUploads):
+        plan.stale_uploads = len(store.stale_uploads(blobs_root(name), orphan_grace))
     return plan
 
 
-def run_gc(registry: Registry, plan: GcPlan, *, orphan_grace: timedelta) -> GcPlan:
+def run_gc(store: Store, plan: GcPlan, *, orphan_grace: timedelta) -> GcPlan:
     """Delete what ``plan`` lists and abort stale multipart uploads."""
     for key, _ in plan.delete_blobs:
-        registry.store.delete(key)
-    aborter = getattr(registry.store, "abort_stale_uploads", None)
-    if aborter is not None:
-        plan.stale_uploads = aborter(f"{plan.name}/blobs/", orphan_grace)
+        store.delete(key)
+    if isinstance(store, SupportsStaleUploads):
+        plan.stale_uploads = store.abort_stale_uploads(blobs_root(plan.name), orphan_grace)
     plan.deleted = True
     return plan

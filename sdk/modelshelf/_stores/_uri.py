@@ -5,21 +5,12 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ._errors import ConfigurationError
+from .._errors import ConfigurationError
+from .._settings import registry_uri_setting
 from ._local import LocalStore
-from ._store import Store
+from ._protocol import Store
 
-__all__ = ["DEFAULT_REGISTRY", "open_store", "resolve_registry_uri"]
-
-DEFAULT_REGISTRY = "./.modelshelf"
-"""The embedded default: a local folder registry in the working directory."""
-
-
-def resolve_registry_uri(uri: str | None = None) -> str:
-    """The registry URI from the argument, else ``MODELSHELF_REGISTRY``, else the default."""
-    if uri:
-        return uri
-    return os.environ.get("MODELSHELF_REGISTRY") or DEFAULT_REGISTRY
+__all__ = ["open_store"]
 
 
 def open_store(uri: str | os.PathLike[str] | Store | None = None, **s3_options: Any) -> Store:
@@ -36,7 +27,7 @@ def open_store(uri: str | os.PathLike[str] | Store | None = None, **s3_options: 
     """
     if uri is not None and not isinstance(uri, str | os.PathLike):
         return uri
-    text = resolve_registry_uri(os.fspath(uri) if uri is not None else None)
+    text = registry_uri_setting(os.fspath(uri) if uri is not None else None)
     if text.startswith("s3://"):
         from ._s3 import S3Store
 

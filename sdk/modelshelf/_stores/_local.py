@@ -4,7 +4,12 @@ Create-if-absent writes a temp file, fsyncs it and ``os.link``s it onto the key:
 fails if the name exists, so exactly one of several racing writers wins and nobody ever sees
 a half-written file. Replace-if-match takes an exclusive ``flock`` for the key, compares the
 etag and ``os.replace``s. An etag names one inode generation (inode, mtime, size): every write
-lands as a fresh file, so any change gives a new etag.
+lands as a fresh file, so any change gives a new etag (docs/design.md, "Put modes").
+
+Every public method translates operating-system errors once, here, as S3Store translates
+botocore's: EACCES/EPERM/EROFS become :class:`AccessDeniedError`, anything else (ENOSPC,
+EIO, ...) :class:`StoreError`. Temp files are removed on the way out, so a failed write
+leaves nothing half written.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import builtins
 import contextlib
 import errno
 import fcntl
+import functools
 import hashlib
 import os
 import tempfile
@@ -20,16 +26,20 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, ParamSpec, TypeVar
 from urllib.parse import unquote, urlparse
 
-from ._errors import (
+from .._errors import (
+    AccessDeniedError,
     ConfigurationError,
     IntegrityError,
     KeyNotFoundError,
+    ModelshelfError,
     PreconditionFailedError,
+    StoreError,
 )
-from ._store import (
+from .._hashing import copy_and_hash, copy_range
+from ._protocol import (
     CREATE,
     OVERWRITE,
     IfMatch,
@@ -39,9 +49,12 @@ from ._store import (
     StoredObject,
     check_key,
 )
-from ._transfer import copy_and_hash, copy_range
 
 __all__ = ["LocalStore"]
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+_DENIED = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
 
 _CHUNK = 32 * 1024 * 1024
 # Bookkeeping lives beside the data on the same filesystem (link and replace need that),
@@ -60,6 +73,58 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _os_error(exc: OSError, action: str, uri: str) -> ModelshelfError:
+    """The one translation of an operating-system error into the modelshelf tree."""
+    what = exc.strerror or str(exc)
+    where = f" ({exc.filename})" if exc.filename else ""
+    if exc.errno in _DENIED:
+        return AccessDeniedError(
+            f"{action} in {uri} was refused: {what}{where}; check the folder's owner and "
+            "permissions (a shared registry needs group write, e.g. a setgid folder)"
+        )
+    return StoreError(f"{action} in {uri} failed: {what}{where}; nothing was committed")
+
+
+def _translated(action: str) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]:
+    """Wrap a public method so no bare ``OSError`` escapes the store boundary."""
+
+    def wrap(method: Callable[_P, _R]) -> Callable[_P, _R]:
+        @functools.wraps(method)
+        def inner(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+            try:
+                return method(*args, **kwargs)
+            except OSError as exc:
+                store = args[0]
+                assert isinstance(store, LocalStore)
+                key = args[1] if len(args) > 1 and isinstance(args[1], str) else None
+                label = f"{action} {key!r}" if key is not None else action
+                raise _os_error(exc, label, store.uri) from exc
+
+        return inner
+
+    return wrap
+
+
+def _translated_iter(
+    action: str,
+) -> Callable[[Callable[_P, Iterator[_R]]], Callable[_P, Iterator[_R]]]:
+    """As :func:`_translated`, for a method returning an iterator that fails while iterated."""
+
+    def wrap(method: Callable[_P, Iterator[_R]]) -> Callable[_P, Iterator[_R]]:
+        @functools.wraps(method)
+        def inner(*args: _P.args, **kwargs: _P.kwargs) -> Iterator[_R]:
+            store = args[0]
+            assert isinstance(store, LocalStore)
+            try:
+                yield from method(*args, **kwargs)
+            except OSError as exc:
+                raise _os_error(exc, action, store.uri) from exc
+
+        return inner
+
+    return wrap
 
 
 class LocalStore:
@@ -95,6 +160,8 @@ class LocalStore:
             (self._root / _TMP_DIR).mkdir(exist_ok=True)
             (self._root / _LOCK_DIR).mkdir(exist_ok=True)
         except OSError as exc:
+            if exc.errno in _DENIED:
+                raise _os_error(exc, "creating the registry folder", self.uri) from exc
             raise ConfigurationError(
                 f"cannot create the registry folder {self._root}: {exc.strerror}"
             ) from exc
@@ -142,6 +209,7 @@ class LocalStore:
 
     # -- reads -------------------------------------------------------------------------
 
+    @_translated("reading")
     def get(self, key: str, *, if_none_match: str | None = None) -> StoredObject | None:
         path = self._path(key)
         try:
@@ -153,6 +221,7 @@ class LocalStore:
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
             raise KeyNotFoundError(f"no object {key!r} in {self.uri}") from exc
 
+    @_translated("reading")
     def head(self, key: str) -> ObjectInfo:
         path = self._path(key)
         try:
@@ -163,6 +232,7 @@ class LocalStore:
             raise KeyNotFoundError(f"no object {key!r} in {self.uri}")
         return ObjectInfo(key, st.st_size, _etag(st), datetime.fromtimestamp(st.st_mtime, UTC))
 
+    @_translated("downloading")
     def get_file(
         self, key: str, dest: Path, *, progress: ProgressCallback | None = None
     ) -> ObjectInfo:
@@ -171,32 +241,22 @@ class LocalStore:
             _copy_fd(src.fileno(), out.fileno(), st.st_size, progress)
         return ObjectInfo(key, st.st_size, _etag(st), datetime.fromtimestamp(st.st_mtime, UTC))
 
+    @_translated("downloading")
     def get_file_hashed(
         self,
         key: str,
         dest: Path,
         *,
         progress: ProgressCallback | None = None,
-        also: Path | None = None,
     ) -> tuple[ObjectInfo, str]:
         """Like :meth:`get_file`, also returning the sha256 of the bytes written to ``dest``.
 
-        An optional fast path the blob cache uses when a store offers it: the hash runs
-        over ``dest`` right behind the in-kernel copy instead of in a second pass. ``also``
-        gets a second copy in the same pass (a pull's destination file).
+        The :class:`~modelshelf._stores.SupportsHashedGet` capability: the hash runs over
+        ``dest`` right behind the in-kernel copy instead of in a second pass.
         """
-        with contextlib.ExitStack() as stack:
-            src = stack.enter_context(self._open(key))
-            out = stack.enter_context(open(dest, "w+b"))
-            extra = stack.enter_context(open(also, "wb")) if also is not None else None
+        with self._open(key) as src, open(dest, "w+b") as out:
             st = os.fstat(src.fileno())
-            digest = copy_and_hash(
-                src.fileno(),
-                out.fileno(),
-                st.st_size,
-                progress=progress,
-                also=extra.fileno() if extra is not None else None,
-            )
+            digest = copy_and_hash(src.fileno(), out.fileno(), st.st_size, progress=progress)
         info = ObjectInfo(key, st.st_size, _etag(st), datetime.fromtimestamp(st.st_mtime, UTC))
         return info, digest
 
@@ -207,6 +267,7 @@ class LocalStore:
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
             raise KeyNotFoundError(f"no object {key!r} in {self.uri}") from exc
 
+    @_translated_iter("listing")
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         base = self._root / prefix.rsplit("/", 1)[0] if "/" in prefix else self._root
         if not base.is_dir():
@@ -223,6 +284,7 @@ class LocalStore:
         found.sort(key=lambda item: item[0].encode())
         return _infos(found)
 
+    @_translated("listing")
     def list_folders(self, prefix: str = "") -> builtins.list[str]:
         """Names of the immediate sub-folders under ``prefix`` (``""`` or ending in ``/``)."""
         base = self._root / prefix if prefix else self._root
@@ -232,6 +294,7 @@ class LocalStore:
             return []
         return sorted(e.name for e in entries if e.is_dir() and e.name not in (_TMP_DIR, _LOCK_DIR))
 
+    @_translated("listing temp files")
     def stale_uploads(self, prefix: str, older_than: timedelta) -> builtins.list[Path]:
         """Temp files of writes that never finished (a killed process), older than that.
 
@@ -243,6 +306,7 @@ class LocalStore:
         cutoff = time.time() - older_than.total_seconds()
         return [p for p in tmp_dir.iterdir() if p.is_file() and p.stat().st_mtime < cutoff]
 
+    @_translated("removing temp files")
     def abort_stale_uploads(self, prefix: str, older_than: timedelta) -> int:
         """Remove the temp files :meth:`stale_uploads` finds; returns how many."""
         stale = self.stale_uploads(prefix, older_than)
@@ -252,6 +316,7 @@ class LocalStore:
 
     # -- writes ------------------------------------------------------------------------
 
+    @_translated("writing")
     def put(self, key: str, data: bytes, *, mode: PutMode = CREATE) -> str:
         path = self._path(key)
         fd, tmp = self._tempfile()
@@ -265,6 +330,7 @@ class LocalStore:
         finally:
             tmp.unlink(missing_ok=True)
 
+    @_translated("uploading")
     def put_file(
         self,
         key: str,
@@ -286,6 +352,7 @@ class LocalStore:
         finally:
             tmp.unlink(missing_ok=True)
 
+    @_translated("uploading")
     def put_file_content_addressed(
         self,
         key_for: Callable[[str], str],
@@ -295,7 +362,7 @@ class LocalStore:
     ) -> tuple[str, bool]:
         """Store a file under a key named by its own sha256, reading it once.
 
-        An optional fast path the registry uses when a store offers it: the file is copied
+        The :class:`~modelshelf._stores.SupportsContentAddressedPut` capability: the file is copied
         into the store's staging area while the copy is hashed, then linked to
         ``key_for(sha256)`` if absent. (S3 stores hash first instead; moving an object into
         place there would cost a second upload.)
@@ -358,6 +425,7 @@ class LocalStore:
             _fsync_dir(path.parent)
         return _etag(path.stat())
 
+    @_translated("deleting")
     def delete(self, key: str) -> None:
         path = self._path(key)
         with self._lock(key):

@@ -2,26 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ._aliases import (
-    Aliases,
-    HistoryRecord,
-    ServedVersion,
+from .._card import utcnow
+from .._errors import InvalidAliasesError
+from .._refs import check_name, parse_version
+from .._stores import Store
+from ._log import (
     apply_change,
     iter_history_newest_first,
     read_aliases,
     read_history,
+    resolve_alias,
     rollback_target,
     served_at,
 )
-from ._card import utcnow
-from ._errors import InvalidAliasesError
-from ._refs import check_name, parse_version
-
-if TYPE_CHECKING:
-    from ._store import Store
+from ._state import AliasAction, Aliases, HistoryRecord, ServedVersion
 
 __all__ = ["AliasOperations"]
 
@@ -38,7 +36,10 @@ class AliasOperations:
     """Alias methods mixed into :class:`~modelshelf.Registry`.
 
     Every change goes through one linearizable update that first claims a history record;
-    each takes an optional ``reason`` that the record keeps.
+    each takes an optional ``reason`` that the record keeps, and an optional
+    ``expect_generation``: the change applies only if the aliases are still at that
+    generation (raising ``PromotionConflictError`` otherwise), so a caller that decided on
+    what it read (the promoter, the UI) never acts on a state that has moved.
     """
 
     store: Store
@@ -52,7 +53,24 @@ class AliasOperations:
         """Every alias change of ``name``, oldest first."""
         return read_history(self.store, name)
 
-    def set_active(self, name: str, version: str, *, reason: str | None = None) -> Aliases:
+    def iter_history(self, name: str, *, newest_first: bool = True) -> Iterator[HistoryRecord]:
+        """Alias changes of ``name`` read lazily, newest first by default.
+
+        For callers that usually stop after a few records (finding when a canary step
+        started, the version to roll back to).
+        """
+        if newest_first:
+            return iter_history_newest_first(self.store, name)
+        return iter(read_history(self.store, name))
+
+    def set_active(
+        self,
+        name: str,
+        version: str,
+        *,
+        reason: str | None = None,
+        expect_generation: int | None = None,
+    ) -> Aliases:
         """Point ``active`` at ``version`` (a blue-green flip); any canary is dropped.
 
         Raises:
@@ -63,7 +81,7 @@ class AliasOperations:
         def change(current: Aliases) -> dict[str, Any]:
             return {"active": version, "canary": None, "ratio": 0.0, "canary_started_at": None}
 
-        return self._apply(name, "set_active", change, reason)
+        return self._apply(name, "set_active", change, reason, expect_generation)
 
     def start_canary(
         self,
@@ -73,6 +91,7 @@ class AliasOperations:
         *,
         reason: str | None = None,
         allow_major: bool = False,
+        expect_generation: int | None = None,
     ) -> Aliases:
         """Send ``ratio`` of traffic to ``version`` beside the active one.
 
@@ -91,9 +110,18 @@ class AliasOperations:
                 )
             return {"canary": version, "ratio": share, "canary_started_at": utcnow()}
 
-        return self._apply(name, "start_canary", change, reason, allow_major=allow_major)
+        return self._apply(
+            name, "start_canary", change, reason, expect_generation, allow_major=allow_major
+        )
 
-    def set_ratio(self, name: str, ratio: float, *, reason: str | None = None) -> Aliases:
+    def set_ratio(
+        self,
+        name: str,
+        ratio: float,
+        *,
+        reason: str | None = None,
+        expect_generation: int | None = None,
+    ) -> Aliases:
         """Change the canary's share of traffic.
 
         Raises:
@@ -106,9 +134,11 @@ class AliasOperations:
                 raise InvalidAliasesError(f"cannot set a ratio: {name!r} has no canary")
             return {"ratio": share}
 
-        return self._apply(name, "set_ratio", change, reason, allow_major=True)
+        return self._apply(name, "set_ratio", change, reason, expect_generation, allow_major=True)
 
-    def promote(self, name: str, *, reason: str | None = None) -> Aliases:
+    def promote(
+        self, name: str, *, reason: str | None = None, expect_generation: int | None = None
+    ) -> Aliases:
         """Make the canary the active version (ratio back to 0).
 
         Raises:
@@ -125,9 +155,11 @@ class AliasOperations:
                 "canary_started_at": None,
             }
 
-        return self._apply(name, "promote", change, reason, allow_major=True)
+        return self._apply(name, "promote", change, reason, expect_generation, allow_major=True)
 
-    def abort_canary(self, name: str, *, reason: str | None = None) -> Aliases:
+    def abort_canary(
+        self, name: str, *, reason: str | None = None, expect_generation: int | None = None
+    ) -> Aliases:
         """Stop the canary; all traffic returns to the active version.
 
         Raises:
@@ -139,9 +171,11 @@ class AliasOperations:
                 raise InvalidAliasesError(f"cannot abort: {name!r} has no canary")
             return {"canary": None, "ratio": 0.0, "canary_started_at": None}
 
-        return self._apply(name, "abort_canary", change, reason)
+        return self._apply(name, "abort_canary", change, reason, expect_generation)
 
-    def rollback(self, name: str, *, reason: str | None = None) -> Aliases:
+    def rollback(
+        self, name: str, *, reason: str | None = None, expect_generation: int | None = None
+    ) -> Aliases:
         """Return ``active`` to the version that was active before it, in one call.
 
         Any canary is dropped. Rolling back twice returns to where you started.
@@ -154,7 +188,7 @@ class AliasOperations:
             target = rollback_target(iter_history_newest_first(self.store, name), current)
             return {"active": target, "canary": None, "ratio": 0.0, "canary_started_at": None}
 
-        return self._apply(name, "rollback", change, reason, allow_major=True)
+        return self._apply(name, "rollback", change, reason, expect_generation, allow_major=True)
 
     def served_at(
         self, name: str, when: datetime, *, grace: timedelta = timedelta(seconds=60)
@@ -169,21 +203,57 @@ class AliasOperations:
         """
         return served_at(self.history(name), when, grace)
 
+    def resolve_alias(self, name: str, alias: str) -> str:
+        """The version ``alias`` (``active`` or ``canary``) of ``name`` points at.
+
+        Raises:
+            AliasNotSetError: The alias points at nothing.
+        """
+        return resolve_alias(self.store, name, alias)
+
+    def apply_alias_change(
+        self,
+        name: str,
+        action: AliasAction,
+        change: Callable[[Aliases], dict[str, Any]],
+        *,
+        reason: str | None = None,
+        expect_generation: int | None = None,
+        allow_major: bool = False,
+    ) -> HistoryRecord:
+        """Apply a custom alias change through the same linearizable update; returns its record.
+
+        ``change`` gets the current state and returns the fields to update (it may raise
+        ``InvalidAliasesError`` to refuse, and may be called again if another writer wins).
+        The named methods above are built on this.
+        """
+        return apply_change(
+            self.store,
+            name,
+            action,
+            change,
+            user=self.user,
+            reason=reason,
+            allow_major=allow_major,
+            expect_generation=expect_generation,
+        )
+
     def _apply(
         self,
         name: str,
-        action: Any,
-        change: Any,
+        action: AliasAction,
+        change: Callable[[Aliases], dict[str, Any]],
         reason: str | None,
+        expect_generation: int | None,
         *,
         allow_major: bool = False,
     ) -> Aliases:
-        record = apply_change(
-            self,  # type: ignore[arg-type]
+        record = self.apply_alias_change(
             name,
             action,
             change,
             reason=reason,
+            expect_generation=expect_generation,
             allow_major=allow_major,
         )
         return record.state

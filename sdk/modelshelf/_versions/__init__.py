@@ -1,0 +1,31 @@
+"""Immutable versions: manifests, push, fetch, the local cache and retention.
+
+Everything here takes a :class:`~modelshelf._stores.Store`, never a ``Registry``; the facade
+composes it (docs/design.md, "Layers").
+"""
+
+from __future__ import annotations
+
+from ._cache import BlobCache, default_cache_dir
+from ._fetch import Fetcher, joblib_entry
+from ._gc import GcPlan, parse_age, plan_gc, run_gc
+from ._manifests import list_versions, read_manifest
+from ._push import Pusher
+from ._sources import JOBLIB_NAME, SourceFile, collect_source
+
+__all__ = [
+    "JOBLIB_NAME",
+    "BlobCache",
+    "Fetcher",
+    "GcPlan",
+    "Pusher",
+    "SourceFile",
+    "collect_source",
+    "default_cache_dir",
+    "joblib_entry",
+    "list_versions",
+    "parse_age",
+    "plan_gc",
+    "read_manifest",
+    "run_gc",
+]

@@ -1,0 +1,132 @@
+"""Getting versions out: verified downloads into the cache or a folder, and re-verification.
+
+Every byte that reaches a caller hashed to the manifest's sha256 first (docs/design.md,
+invariant 2): the cache holds only verified blobs and a pull moves files into place only
+once every one of them checked out.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from .._card import FileEntry, ModelVersion
+from .._errors import IntegrityError, InvalidKeyError, KeyNotFoundError, SourceError
+from .._layout import blob_key
+from .._stores import Store, check_key
+from ._cache import BlobCache
+
+__all__ = ["Fetcher", "joblib_entry"]
+
+Progress = Callable[[int], None]
+JOBLIB_SUFFIXES = (".joblib", ".pkl")
+
+
+def joblib_entry(manifest: ModelVersion) -> FileEntry:
+    """The version's single ``.joblib`` / ``.pkl`` file, the one ``load`` unpickles.
+
+    Raises:
+        SourceError: The version holds no such file, or several.
+    """
+    candidates = [f for f in manifest.files if f.path.endswith(JOBLIB_SUFFIXES)]
+    if len(candidates) != 1:
+        raise SourceError(
+            f"{manifest.ref} holds {len(candidates)} .joblib/.pkl files; loading needs exactly "
+            "one (use pull to get the files, or pass loader= to ModelServer for other layouts)"
+        )
+    return candidates[0]
+
+
+class Fetcher:
+    """Downloads versions from one store through one local blob cache.
+
+    Args:
+        store: Where the blobs live.
+        cache: The verified local cache.
+        max_workers: Parallel blob downloads.
+    """
+
+    def __init__(self, store: Store, cache: BlobCache, *, max_workers: int = 8) -> None:
+        self.store = store
+        self.cache = cache
+        self.max_workers = max_workers
+
+    def _parallel(self, manifest: ModelVersion, one: Callable[[FileEntry], object]) -> None:
+        workers = max(1, min(self.max_workers, len(manifest.files)))
+        if workers == 1:
+            for entry in manifest.files:
+                one(entry)
+            return
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(one, manifest.files))
+
+    def fetch(self, manifest: ModelVersion, progress: Progress | None = None) -> dict[str, Path]:
+        """Every blob of a version in the cache, verified: ``{file path: cached file}``."""
+        found: dict[str, Path] = {}
+
+        def one(entry: FileEntry) -> None:
+            found[entry.path] = self.cache.fetch(
+                self.store,
+                blob_key(manifest.name, entry.sha256),
+                entry.sha256,
+                entry.size,
+                progress,
+            )
+
+        self._parallel(manifest, one)
+        return {entry.path: found[entry.path] for entry in manifest.files}
+
+    def pull(self, manifest: ModelVersion, dest: Path, progress: Progress | None = None) -> None:
+        """Write a version's files into ``dest``, each verified before any is placed.
+
+        Raises:
+            IntegrityError: A blob is corrupt, or the manifest names a path outside the
+                folder; ``dest`` is left untouched.
+        """
+        for entry in manifest.files:
+            try:
+                check_key(entry.path)
+            except InvalidKeyError as exc:
+                raise IntegrityError(
+                    f"{manifest.ref}: the manifest names the unsafe path {entry.path!r}; "
+                    "nothing was written"
+                ) from exc
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.pull-"))
+        try:
+
+            def one(entry: FileEntry) -> None:
+                out = staging / entry.path
+                out.parent.mkdir(parents=True, exist_ok=True)
+                key = blob_key(manifest.name, entry.sha256)
+                self.cache.fetch_into(self.store, key, entry.sha256, entry.size, out, progress)
+
+            self._parallel(manifest, one)
+            dest.mkdir(parents=True, exist_ok=True)
+            for entry in manifest.files:
+                out = dest / entry.path
+                out.parent.mkdir(parents=True, exist_ok=True)
+                shutil.move(staging / entry.path, out)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def verify(self, manifest: ModelVersion, progress: Progress | None = None) -> None:
+        """Re-download and re-hash every blob, bypassing the cache.
+
+        Raises:
+            IntegrityError: Naming the first corrupt or missing blob.
+        """
+        with tempfile.TemporaryDirectory(prefix="modelshelf-verify-") as tmp:
+            scratch = BlobCache(Path(tmp))
+            for entry in manifest.files:
+                key = blob_key(manifest.name, entry.sha256)
+                try:
+                    scratch.fetch(self.store, key, entry.sha256, entry.size, progress)
+                except KeyNotFoundError as exc:
+                    raise IntegrityError(
+                        f"{manifest.ref}: blob for {entry.path!r} ({key}) is missing"
+                    ) from exc
+                scratch.path_for(entry.sha256).unlink()

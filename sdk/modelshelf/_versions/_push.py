@@ -1,0 +1,329 @@
+"""The push workflow: blobs first, the manifest last, with create-if-absent.
+
+A version is visible whole or not at all (docs/design.md, invariant 1): every blob is
+written before the manifest that names it, and the manifest is committed with
+create-if-absent, so exactly one writer gets each version number.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from .._card import FileEntry, ModelCard, ModelVersion, card_from_input, utcnow
+from .._errors import (
+    InvalidCardError,
+    InvalidVersionError,
+    KeyNotFoundError,
+    PreconditionFailedError,
+    SchemaChangeError,
+    SourceError,
+    VersionExistsError,
+)
+from .._hashing import sha256_file
+from .._layout import blob_key, manifest_key
+from .._refs import bump_version, check_name, parse_version, version_sort_key
+from .._stores import CREATE, Store, SupportsContentAddressedPut
+from ._manifests import list_versions, read_manifest
+from ._sources import SourceFile, collect_source
+
+__all__ = ["Pusher"]
+
+Progress = Callable[[int], None]
+_MAX_BUMP_ATTEMPTS = 64
+
+
+class Pusher:
+    """Pushes new versions into one store on behalf of one user.
+
+    Args:
+        store: Where the versions go.
+        user: Recorded as the manifest's ``created_by``.
+        max_workers: Parallel blob uploads.
+    """
+
+    def __init__(self, store: Store, *, user: str, max_workers: int = 8) -> None:
+        self.store = store
+        self.user = user
+        self.max_workers = max_workers
+
+    def push(
+        self,
+        name: str,
+        source: Any,
+        *,
+        version: str | None = None,
+        bump: str | None = None,
+        card: ModelCard | dict[str, Any] | None = None,
+        allow_schema_change: bool = False,
+        progress: Progress | None = None,
+    ) -> ModelVersion:
+        """Push a new immutable version.
+
+        Blobs go up first (skipped when the store already holds them); the manifest is
+        committed last with create-if-absent, so a version is visible whole or not at all.
+
+        Args:
+            name: The model name.
+            source: A file, a folder (every file under it), or a Python object (joblib).
+            version: An explicit ``MAJOR.MINOR.PATCH``.
+            bump: ``"major"``, ``"minor"`` or ``"patch"`` above the highest committed version.
+                With neither ``version`` nor ``bump`` the first version is ``1.0.0`` and later
+                ones bump MINOR.
+            card: The model card (a :class:`ModelCard` or a mapping).
+            allow_schema_change: Accept a schema change without a MAJOR bump (recorded).
+            progress: Called with byte counts while hashing and uploading.
+
+        Returns:
+            The committed version, or the existing one when an identical push is repeated.
+
+        Raises:
+            VersionExistsError: ``version`` is taken by different content.
+            SchemaChangeError: The card's schema changed without a MAJOR bump.
+        """
+        check_name(name)
+        the_card = card_from_input(card)
+        if the_card.name is not None and the_card.name != name:
+            raise InvalidCardError(
+                f"the card names model {the_card.name!r} but the push is for {name!r}"
+            )
+        if version is not None and bump is not None:
+            raise InvalidVersionError("give either an explicit version or a bump, not both")
+        if the_card.version is not None:
+            try:
+                parse_version(the_card.version)
+            except InvalidVersionError as exc:
+                raise InvalidCardError(f"invalid model card: version: {exc}") from exc
+            if version is None and bump is None:
+                version = the_card.version
+            elif version != the_card.version:
+                raise InvalidCardError(
+                    f"the card says version {the_card.version} but the push asks for "
+                    f"{version or 'a ' + str(bump) + ' bump'}"
+                )
+        if version is not None:
+            parse_version(version)
+        if bump is not None:
+            bump_version("0.0.0", bump)  # validates the bump word before any work
+
+        with tempfile.TemporaryDirectory(prefix="modelshelf-push-") as workdir:
+            files = collect_source(source, Path(workdir))
+            existing = self._precheck(name, the_card, files, version, bump, allow_schema_change)
+            if existing is not None:
+                return existing
+            entries, reused = self._upload_blobs(name, files, progress)
+            manifest = self._commit(name, the_card, entries, version, bump, allow_schema_change)
+            self._repair_reused(name, files, entries, reused)
+            return manifest
+
+    def _repair_reused(
+        self, name: str, files: list[SourceFile], entries: list[FileEntry], reused: set[str]
+    ) -> None:
+        # A concurrent gc may have deleted a blob this push found and reused; put it back so
+        # the committed version is whole (gc only deletes blobs no committed version needs).
+        for f, entry in zip(files, entries, strict=True):
+            if entry.sha256 not in reused:
+                continue
+            key = blob_key(name, entry.sha256)
+            try:
+                self.store.head(key)
+            except KeyNotFoundError:
+                try:
+                    self.store.put_file(key, f.local, mode=CREATE, sha256=entry.sha256)
+                except PreconditionFailedError:
+                    pass
+
+    def _precheck(
+        self,
+        name: str,
+        card: ModelCard,
+        files: list[SourceFile],
+        version: str | None,
+        bump: str | None,
+        allow_schema_change: bool,
+    ) -> ModelVersion | None:
+        """Refuse a taken version or a schema change before any blob is written.
+
+        The commit checks again (another writer may race us); this pass only makes sure
+        that input we can already tell is bad leaves nothing behind.
+        """
+        existing = list_versions(self.store, name)
+        if version is not None and version in existing:
+            entries = [
+                FileEntry(path=f.path, size=f.size, sha256=sha256_file(f.local)) for f in files
+            ]
+            same = self._identical(name, version, card, entries)
+            if same is not None:
+                return same
+            raise self._exists_error(name, version, existing)
+        target = version or bump_version(
+            existing[-1] if existing else None, bump or ("minor" if existing else "major")
+        )
+        self._check_schema(name, target, card, existing, allow_schema_change)
+        return None
+
+    def _upload_blobs(
+        self, name: str, files: list[SourceFile], progress: Progress | None
+    ) -> tuple[list[FileEntry], set[str]]:
+        seen_paths = set()
+        for f in files:
+            if f.path in seen_paths:
+                raise SourceError(f"two files map to the same path {f.path!r}")
+            seen_paths.add(f.path)
+
+        reused: set[str] = set()
+
+        # A store that can hash a file while it stores it (LocalStore) reads it only once.
+        store = self.store
+
+        def one(f: SourceFile) -> FileEntry:
+            if isinstance(store, SupportsContentAddressedPut):
+                digest, created = store.put_file_content_addressed(
+                    lambda d: blob_key(name, d), f.local, progress=progress
+                )
+                if not created:
+                    reused.add(digest)
+                return FileEntry(path=f.path, size=f.size, sha256=digest)
+            digest = sha256_file(f.local)
+            key = blob_key(name, digest)
+            try:
+                self.store.head(key)
+                reused.add(digest)
+                if progress is not None:
+                    progress(f.size)
+            except KeyNotFoundError:
+                try:
+                    self.store.put_file(key, f.local, mode=CREATE, sha256=digest, progress=progress)
+                except PreconditionFailedError:
+                    pass  # another writer stored the same bytes under the same digest
+            return FileEntry(path=f.path, size=f.size, sha256=digest)
+
+        workers = max(1, min(self.max_workers, len(files)))
+        if workers == 1:
+            return [one(f) for f in files], reused
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            return list(pool.map(one, files)), reused
+
+    def _commit(
+        self,
+        name: str,
+        card: ModelCard,
+        files: list[FileEntry],
+        version: str | None,
+        bump: str | None,
+        allow_schema_change: bool,
+    ) -> ModelVersion:
+        for _ in range(_MAX_BUMP_ATTEMPTS):
+            existing = list_versions(self.store, name)
+            if version is not None:
+                target = version
+            else:
+                step = bump or ("minor" if existing else "major")
+                target = bump_version(existing[-1] if existing else None, step)
+            if target in existing:
+                same = self._identical(name, target, card, files)
+                if same is not None:
+                    return same
+                if version is not None:
+                    raise self._exists_error(name, target, existing)
+                continue  # a bump raced with another writer: take the next number
+            self._check_schema(name, target, card, existing, allow_schema_change)
+            now = utcnow()
+            manifest = ModelVersion(
+                name=name,
+                version=target,
+                card=card.model_copy(
+                    update={
+                        "name": name,
+                        "version": target,
+                        "created_at": card.created_at or now,
+                        "updated_at": now,
+                    }
+                ),
+                files=sorted(files, key=lambda f: f.path),
+                created_at=now,
+                created_by=self.user,
+                schema_change_allowed=allow_schema_change,
+            )
+            try:
+                self.store.put(manifest_key(name, target), manifest.to_json(), mode=CREATE)
+                return manifest
+            except PreconditionFailedError:
+                if version is None:
+                    # A bump asks for a new number: another writer took this one, so take
+                    # the next, even when its content equals ours. Only our own earlier
+                    # attempt (byte-identical manifest, after an ambiguous retry) counts.
+                    if read_manifest(self.store, name, target).to_json() == manifest.to_json():
+                        return manifest
+                    continue
+                same = self._identical(name, target, card, files)
+                if same is not None:
+                    return same
+                raise self._exists_error(name, target, list_versions(self.store, name)) from None
+        raise VersionExistsError(
+            f"could not allocate a new version of {name!r} after {_MAX_BUMP_ATTEMPTS} attempts; "
+            "too many concurrent pushes, try again"
+        )
+
+    def _identical(
+        self, name: str, version: str, card: ModelCard, files: list[FileEntry]
+    ) -> ModelVersion | None:
+        existing = read_manifest(self.store, name, version)
+        probe = ModelVersion(
+            name=name,
+            version=version,
+            card=card,
+            files=files,
+            created_at=existing.created_at,
+            created_by=existing.created_by,
+        )
+        if (
+            existing.files_digest() == probe.files_digest()
+            and existing.card.content_digest() == card.content_digest()
+        ):
+            return existing
+        return None
+
+    def _exists_error(self, name: str, version: str, existing: list[str]) -> VersionExistsError:
+        current = read_manifest(self.store, name, version)
+        highest = existing[-1] if existing else version
+        free = ", ".join(bump_version(highest, b) for b in ("patch", "minor", "major"))
+        return VersionExistsError(
+            f"{name}:{version} already exists with other content, pushed by "
+            f"{current.created_by} at {current.created_at.isoformat()}; versions are immutable. "
+            f"Next free versions: {free} (or push with --bump)"
+        )
+
+    def _check_schema(
+        self,
+        name: str,
+        target: str,
+        card: ModelCard,
+        existing: list[str],
+        allow_schema_change: bool,
+    ) -> None:
+        below = [v for v in existing if version_sort_key(v) < version_sort_key(target)]
+        if not below:
+            return
+        previous = read_manifest(self.store, name, below[-1])
+        changed = [
+            field
+            for field in ("input_schema", "output_schema")
+            # A card that does not declare a schema makes no claim about it; only a declared
+            # schema that differs is a change (a card-less retrain must not need a MAJOR).
+            if getattr(card, field) is not None
+            and getattr(previous.card, field) != getattr(card, field)
+        ]
+        if not changed or allow_schema_change:
+            return
+        if version_sort_key(target)[0] > version_sort_key(previous.version)[0]:
+            return
+        raise SchemaChangeError(
+            f"{name}:{target} changes {' and '.join(changed)} compared with "
+            f"{previous.version}; a schema change needs a MAJOR bump "
+            f"({bump_version(existing[-1], 'major')}, or --bump major), "
+            "or pass allow_schema_change / --allow-schema-change to record an exception"
+        )
