@@ -164,17 +164,21 @@ def test_gc_older_than_spares_young_versions_and_young_orphans(registry: Registr
     assert plan.orphan_blobs == ["m/blobs/sha256/" + "a" * 64]
 
 
-def test_a_push_reusing_a_blob_that_gc_deletes_meanwhile_repairs_it(registry: Registry) -> None:
-    registry.push("m", {"weights": 1}, version="1.0.0")
-    real_commit = registry._commit
+def test_a_push_reusing_a_blob_that_gc_deletes_meanwhile_repairs_it(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from modelshelf._versions import Pusher
 
-    def gc_between_upload_and_commit(*args, **kwargs):  # type: ignore[no-untyped-def]
+    registry.push("m", {"weights": 1}, version="1.0.0")
+    real_commit = Pusher._commit
+
+    def gc_between_upload_and_commit(self, *args, **kwargs):  # type: ignore[no-untyped-def]
         # the push has just found 1.0.0's blob and skipped uploading it; gc now deletes it
         registry.gc("m", keep_last=0, dry_run=False)
         assert not blob_keys(registry, "m"), "the race needs the blob gone before the commit"
-        return real_commit(*args, **kwargs)
+        return real_commit(self, *args, **kwargs)
 
-    registry._commit = gc_between_upload_and_commit  # type: ignore[method-assign]
+    monkeypatch.setattr(Pusher, "_commit", gc_between_upload_and_commit)
     registry.push("m", {"weights": 1}, version="1.1.0")
     registry.verify("m:1.1.0")  # raises IntegrityError if the blob were still missing
 

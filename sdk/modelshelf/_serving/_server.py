@@ -178,6 +178,8 @@ class ModelServer:
         self._seen_etag: str | None = None  # etag of the last aliases object dealt with
         self._seen_bad: Exception | None = None  # why that object was refused, if it was
         self._poll_lock = threading.Lock()
+        # Guards what status() reads together: the snapshot and the poll bookkeeping.
+        self._state_lock = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._rng = random.Random()
@@ -328,6 +330,10 @@ class ModelServer:
 
     def status(self) -> ServerStatus:
         """The served generation and versions, the last poll and the last error."""
+        with self._state_lock:
+            return self._status_unlocked()
+
+    def _status_unlocked(self) -> ServerStatus:
         snapshot = self._snapshot
         return ServerStatus(
             model=self.name,
@@ -362,9 +368,11 @@ class ModelServer:
             try:
                 changed = self._poll()
             except BaseException as exc:
-                self._note_failure(exc)
+                with self._state_lock:
+                    self._note_failure(exc)
                 raise
-            self._note_success()
+            with self._state_lock:
+                self._note_success()
             return changed
 
     def _poll(self) -> bool:
@@ -406,11 +414,17 @@ class ModelServer:
         started = time.perf_counter()
         snapshot = self._build(aliases, obj.etag)
         self._last_load = time.perf_counter() - started
-        # Only now, with every model loaded, does traffic move: one reference assignment.
-        self._snapshot = snapshot
-        # A failed load above leaves the etag alone, so the next poll retries it all.
-        self._seen_etag, self._seen_bad = obj.etag, None
-        self._last_change = utcnow()
+        # status() must never see the new generation beside the old failure count, so the
+        # swap and the bookkeeping that goes with it happen under the state lock.
+        # The success is noted before the swap: a reader of route() that sees the new
+        # snapshot then also sees the reset failure count.
+        with self._state_lock:
+            self._note_success()
+            # Only now, with every model loaded, does traffic move: one reference assignment.
+            self._snapshot = snapshot
+            # A failed load above leaves the etag alone, so the next poll retries it all.
+            self._seen_etag, self._seen_bad = obj.etag, None
+            self._last_change = utcnow()
         if current is None or (current.active, current.canary, current.ratio) != (
             snapshot.active,
             snapshot.canary,

@@ -1,0 +1,73 @@
+"""The public surface, pinned: adding or removing a name is a deliberate change here.
+
+As httpx's ``tests/test_exported_members.py``: every name in ``__all__`` exists, and the
+lists are exactly what the README and docs/design.md document.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+EXPORTED = {
+    "modelshelf": [
+        "AccessDeniedError", "AliasNotSetError", "Aliases", "CREATE", "CommitStateUnknownError",
+        "ConfigurationError", "ConflictError", "FileEntry", "GcPlan", "HistoryRecord", "IfMatch",
+        "IntegrityError", "InvalidAliasesError", "InvalidCardError", "InvalidEventError",
+        "InvalidInputError", "InvalidKeyError", "InvalidNameError", "InvalidPolicyError",
+        "InvalidReferenceError", "InvalidVersionError", "KeyNotFoundError", "LocalStore",
+        "ModelCard", "ModelNotFoundError", "ModelRef", "ModelVersion", "ModelshelfError",
+        "NotFoundError", "OVERWRITE", "ObjectInfo", "Performance", "PreconditionFailedError",
+        "PromotionConflictError", "Registry", "S3Store", "SchemaChangeError", "ServedVersion",
+        "SourceError", "Store", "StoreError", "StoreUnavailableError", "StoredObject",
+        "SupportsContentAddressedPut", "SupportsHashedGet", "SupportsListFolders",
+        "SupportsStaleUploads", "TrainingData", "VersionExistsError", "VersionNotFoundError",
+        "__version__", "canonical_json", "check_name", "open_store", "parse_ref",
+        "parse_version",
+    ],
+    "modelshelf.serving": [
+        "Loader", "ModelServer", "Prediction", "ServerStatus", "Snapshot", "joblib_loader",
+        "route_point",
+    ],
+    "modelshelf.metrics": [
+        "ArmStats", "LatencySketch", "MetricsKey", "MetricsSummary", "SKETCH_RELATIVE_ACCURACY",
+        "WINDOW_FORMAT", "arm_stats_from_json", "arm_stats_to_json", "check_server_id",
+        "metrics_key", "metrics_prefix", "new_sketch", "parse_metrics_key", "parse_window_key",
+        "sketch_bins", "sketch_from_bins", "sketch_from_dict", "sketch_gamma", "sketch_to_dict",
+        "summary_from_json", "summary_key", "summary_to_json", "window_key", "window_start",
+    ],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("module_name", sorted(EXPORTED))
+def test_all_is_exactly_the_documented_surface(module_name: str) -> None:
+    module = importlib.import_module(module_name)
+    exported = sorted(module.__all__)
+    expected = sorted(EXPORTED[module_name])
+    assert exported == expected, (
+        f"{module_name}.__all__ changed: added {sorted(set(exported) - set(expected))}, "
+        f"removed {sorted(set(expected) - set(exported))}; update the README and this test"
+    )
+
+
+@pytest.mark.parametrize("module_name", sorted(EXPORTED))
+def test_every_exported_name_exists(module_name: str) -> None:
+    module = importlib.import_module(module_name)
+    missing = [name for name in module.__all__ if not hasattr(module, name)]
+    assert not missing, f"{module_name} lists names it does not have: {missing}"
+
+
+def test_the_version_comes_from_the_package_metadata() -> None:
+    from importlib.metadata import version
+
+    import modelshelf
+
+    assert modelshelf.__version__ == version("modelshelf"), "one version source: pyproject.toml"
+
+
+def test_return_types_of_the_public_api_are_exported() -> None:
+    import modelshelf
+
+    registry_types = {"Aliases", "HistoryRecord", "ServedVersion", "GcPlan", "ModelVersion"}
+    assert registry_types <= set(modelshelf.__all__), "users must be able to name what they get"
