@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from modelshelf import InvalidPolicyError, canonical_json, check_name
+from modelshelf import InvalidPolicyError, canonical_json, check_name, layout
 
 __all__ = [
     "ErrorMargin",
@@ -115,7 +115,7 @@ class PromotionPolicy(BaseModel):
 
 def policy_key(model: str) -> str:
     """Key of a model's stored policy."""
-    return f"{check_name(model)}/promoter/policy.json"
+    return layout.policy_key(check_name(model))
 
 
 def default_policy() -> PromotionPolicy:

@@ -71,6 +71,7 @@ from modelshelf import (
     Store,
     canonical_json,
     check_name,
+    layout,
 )
 from modelshelf.metrics import (
     WINDOW_FORMAT,
@@ -114,7 +115,7 @@ Role = Literal["active", "canary"]
 
 def state_key(model: str) -> str:
     """Key of a model's promoter state."""
-    return f"{check_name(model)}/promoter/state.json"
+    return layout.promoter_state_key(check_name(model))
 
 
 class CorruptObject(BaseModel):

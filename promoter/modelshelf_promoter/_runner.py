@@ -76,6 +76,7 @@ from modelshelf import (
     Store,
     canonical_json,
     check_name,
+    layout,
 )
 from modelshelf.metrics import ArmStats
 
@@ -126,7 +127,7 @@ _TIMESTAMP = "%Y%m%dT%H%M%S%fZ"
 
 def decision_prefix(model: str) -> str:
     """Key prefix of a model's decision records."""
-    return f"{check_name(model)}/promoter/decisions/"
+    return layout.decision_prefix(check_name(model))
 
 
 class ModelRun(BaseModel):

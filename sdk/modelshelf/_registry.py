@@ -16,7 +16,6 @@ from typing import Any
 from ._aliases import AliasOperations, read_aliases, read_history
 from ._card import ModelCard, ModelVersion
 from ._errors import InvalidInputError, ModelNotFoundError
-from ._layout import version_of_manifest_key
 from ._refs import ModelRef, check_name, parse_ref
 from ._settings import cache_dir_setting, user_setting
 from ._stores import Store, SupportsListFolders, open_store
@@ -31,6 +30,7 @@ from ._versions import (
     read_manifest,
     run_gc,
 )
+from .layout import version_of_manifest_key
 
 __all__ = ["Registry"]
 

@@ -41,7 +41,7 @@ from pydantic import (
     model_validator,
 )
 
-from . import _layout
+from . import layout as _layout
 from ._card import canonical_json, utcnow
 from ._errors import InvalidInputError
 from ._refs import check_name, parse_version

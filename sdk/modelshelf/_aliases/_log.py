@@ -30,9 +30,9 @@ from .._errors import (
     PromotionConflictError,
     StoreError,
 )
-from .._layout import aliases_key, history_key, history_prefix, manifest_key
 from .._refs import check_name, version_sort_key
 from .._stores import CREATE, IfMatch, Store
+from ..layout import aliases_key, history_key, history_prefix, manifest_key
 from ._state import AliasAction, Aliases, HistoryRecord, ServedVersion, parse_aliases
 
 __all__ = [

@@ -15,8 +15,8 @@ from rich.table import Table
 
 from .._aliases import Aliases, HistoryRecord, read_aliases
 from .._errors import InvalidAliasesError, KeyNotFoundError
-from .._layout import manifest_key
 from .._registry import Registry
+from ..layout import manifest_key
 from ._app import AppState, cli, emit_json, format_time, json_option, pass_state
 
 __all__ = [

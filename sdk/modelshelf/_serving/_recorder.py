@@ -2,7 +2,7 @@
 
 :meth:`Recorder.record` is the request-path half: a lock, a dict lookup and a DDSketch
 ``add``, a few microseconds. :meth:`Recorder.flush` is the background half: it turns what was
-recorded into one :class:`~modelshelf._metrics.MetricsSummary` per (version, window) and
+recorded into one :class:`~modelshelf.metrics.MetricsSummary` per (version, window) and
 writes each with create-if-absent under
 ``{model}/metrics/{version}/{window}/{server_id}-{seq}.json``.
 

@@ -37,11 +37,11 @@ from .._errors import (
     InvalidAliasesError,
     KeyNotFoundError,
 )
-from .._layout import aliases_key
 from .._refs import check_name
 from .._registry import Registry
 from .._settings import parse_float, parse_text, setting
 from .._versions import joblib_entry
+from ..layout import aliases_key
 from ._recorder import Recorder
 from ._routing import Snapshot, choose
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .._errors import KeyNotFoundError, ModelshelfError, PreconditionFailedError
-from .._layout import DOCTOR_PREFIX
+from ..layout import DOCTOR_PREFIX
 from ._protocol import CREATE, IfMatch, Store
 
 __all__ = ["Check", "run_doctor"]

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from .._card import FileEntry, ModelVersion
 from .._errors import IntegrityError, InvalidKeyError, KeyNotFoundError, SourceError
-from .._layout import blob_key
 from .._stores import Store, check_key
+from ..layout import blob_key
 from ._cache import BlobCache
 
 __all__ = ["Fetcher", "joblib_entry"]

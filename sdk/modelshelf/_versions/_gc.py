@@ -15,9 +15,9 @@ from datetime import datetime, timedelta
 
 from .._card import utcnow
 from .._errors import InvalidInputError
-from .._layout import blob_prefix, blobs_root
 from .._refs import check_name
 from .._stores import Store, SupportsStaleUploads
+from ..layout import blob_prefix, blobs_root
 from ._manifests import list_versions, read_manifest
 
 __all__ = ["GcPlan", "parse_age", "plan_gc", "run_gc"]

@@ -9,9 +9,9 @@ from .._errors import (
     ModelNotFoundError,
     VersionNotFoundError,
 )
-from .._layout import manifest_key, version_of_manifest_key, versions_prefix
 from .._refs import check_name, parse_version, version_sort_key
 from .._stores import Store
+from ..layout import manifest_key, version_of_manifest_key, versions_prefix
 
 __all__ = ["list_versions", "read_manifest"]
 

@@ -24,9 +24,9 @@ from .._errors import (
     VersionExistsError,
 )
 from .._hashing import sha256_file
-from .._layout import blob_key, manifest_key
 from .._refs import bump_version, check_name, parse_version, version_sort_key
 from .._stores import CREATE, Store, SupportsContentAddressedPut
+from ..layout import blob_key, manifest_key
 from ._manifests import list_versions, read_manifest
 from ._sources import SourceFile, collect_source
 

@@ -54,7 +54,7 @@ from modelshelf.serving import ModelServer
 
 ACCOUNT_ID = "123456789012"  # moto's default account
 REGION = "us-east-1"
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TEMPLATE = REPO / "infra" / "template.yaml"
 ROLES = ("trainer", "server", "promoter")
 SAM_TRANSFORM = "AWS::Serverless-2016-10-31"

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from faultproxy import FaultProxy, FaultRates
 
 from modelshelf import (
     AliasNotSetError,
@@ -19,7 +18,8 @@ from modelshelf import (
     Registry,
     StoreUnavailableError,
 )
-from modelshelf._layout import aliases_key
+from modelshelf._stores import OVERWRITE, ObjectInfo, PutMode, Store, StoredObject
+from modelshelf.layout import aliases_key, blob_key
 from modelshelf.metrics import (
     ArmStats,
     MetricsSummary,
@@ -27,9 +27,8 @@ from modelshelf.metrics import (
     summary_from_json,
     summary_key,
 )
-from modelshelf._layout import blob_key
-from modelshelf._stores import OVERWRITE, ObjectInfo, PutMode, Store, StoredObject
 from modelshelf.serving import ModelServer
+from tests.support.faultproxy import FaultProxy, FaultRates
 
 POLL = 0.2
 VERSIONS = ["1.0.0", "1.1.0", "1.2.0"]

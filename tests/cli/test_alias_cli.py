@@ -17,9 +17,9 @@ from modelshelf import (
     LocalStore,
     Registry,
 )
-from modelshelf._layout import aliases_key
 from modelshelf._cli import cli
 from modelshelf._stores import OVERWRITE
+from modelshelf.layout import aliases_key
 
 VERSIONS = ["1.0.0", "1.1.0", "1.2.0", "2.0.0"]
 

@@ -17,7 +17,7 @@ import modelshelf
 from modelshelf import LocalStore, ModelshelfError
 from modelshelf._cli import cli
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 IRIS_FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 
 
@@ -257,7 +257,7 @@ def test_the_console_script_runs_in_a_real_process(home: Path) -> None:
 def test_the_readme_quickstart_runs_twice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MODELSHELF_REGISTRY", raising=False)
     monkeypatch.setenv("MODELSHELF_CACHE", str(tmp_path / "cache"))
-    example = Path(__file__).resolve().parents[1] / "examples" / "iris.py"
+    example = Path(__file__).resolve().parents[2] / "examples" / "iris.py"
     outputs = []
     for _ in range(2):
         done = subprocess.run(

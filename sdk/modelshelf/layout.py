@@ -1,5 +1,8 @@
 """Every key of the bucket, in one place (docs/design.md, "Keys under the registry root").
 
+Public because the layout is a contract: other tools (the promoter, a bucket policy, a
+lifecycle rule) address the same objects.
+
 Keys are relative to the registry root (``s3://bucket/prefix`` or a folder)::
 
     {model}/blobs/sha256/{hex}                        file contents, content-addressed

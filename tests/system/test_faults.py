@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from faultproxy import Fault, FaultProxy, FaultRates, match_requests
 
 from modelshelf import ModelshelfError, Registry
+from tests.support.faultproxy import Fault, FaultProxy, FaultRates, match_requests
 
 SEED = int(os.environ.get("MODELSHELF_FAULT_SEED", "10"))
 

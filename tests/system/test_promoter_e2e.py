@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Backend
 
 from modelshelf import Registry
 from modelshelf._card import ModelVersion
 from modelshelf.serving import ModelServer
 from modelshelf_promoter import ModelRun, Promoter, update_policy
+from tests.support.backends import Backend
 
 ACTIVE, CANARY = "1.0.0", "1.1.0"
 ERROR_RATES = {

@@ -20,8 +20,9 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
-from faultproxy import Fault, FaultProxy, FaultRates, match_requests
 from moto.server import ThreadedMotoServer
+
+from tests.support.faultproxy import Fault, FaultProxy, FaultRates, match_requests
 
 MiB = 1024 * 1024
 CONNECTION_ERRORS = (HTTPClientError, BotoConnectionError)

@@ -21,11 +21,11 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from conftest import Backend
 
 from modelshelf import Registry
 from modelshelf._cli import cli
 from modelshelf._errors import InvalidPolicyError
+from modelshelf._stores import CREATE, ObjectInfo, PutMode, Store, StoredObject
 from modelshelf.metrics import (
     MetricsSummary,
     new_sketch,
@@ -33,7 +33,6 @@ from modelshelf.metrics import (
     summary_to_json,
     window_start,
 )
-from modelshelf._stores import CREATE, ObjectInfo, PutMode, Store, StoredObject
 from modelshelf_promoter import (
     DecisionRecord,
     ModelRun,
@@ -46,6 +45,7 @@ from modelshelf_promoter import (
     state_key,
     update_policy,
 )
+from tests.support.backends import Backend
 
 MODEL = "fraud"
 ACTIVE, CANARY = "1.0.0", "1.1.0"

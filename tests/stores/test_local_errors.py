@@ -114,9 +114,15 @@ def test_permission_denied_exits_with_the_access_denied_code(
 
 @pytest.mark.parametrize(
     ("code", "expected"),
-    [(errno.EACCES, AccessDeniedError), (errno.EPERM, AccessDeniedError), (errno.EROFS, AccessDeniedError),
-     (errno.ENOSPC, StoreError), (errno.EIO, StoreError), (errno.EDQUOT, StoreError)],
-)  # fmt: skip
+    [
+        (errno.EACCES, AccessDeniedError),
+        (errno.EPERM, AccessDeniedError),
+        (errno.EROFS, AccessDeniedError),
+        (errno.ENOSPC, StoreError),
+        (errno.EIO, StoreError),
+        (errno.EDQUOT, StoreError),
+    ],
+)
 def test_every_os_error_is_translated_once_at_the_store_boundary(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int, expected: type[ModelshelfError]
 ) -> None:

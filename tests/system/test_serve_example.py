@@ -15,14 +15,14 @@ from typing import Any
 
 import httpx
 import pytest
-from _servers import free_port
 from fastapi.testclient import TestClient
 from sklearn.datasets import load_iris
 from sklearn.ensemble import RandomForestClassifier
 
 from modelshelf import Registry
+from tests.support.servers import free_port
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 FLOWER = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
 POLL = 0.2
 

@@ -9,8 +9,8 @@ from click.testing import CliRunner
 
 from modelshelf import OVERWRITE, LocalStore
 from modelshelf._cli import cli
-from modelshelf._stores._doctor import run_doctor
 from modelshelf._stores import CREATE, PutMode
+from modelshelf._stores._doctor import run_doctor
 
 
 class IgnoresIfNoneMatch(LocalStore):

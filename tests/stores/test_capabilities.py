@@ -17,7 +17,7 @@ from modelshelf import (
     SupportsListFolders,
     SupportsStaleUploads,
 )
-from modelshelf._stores import PutMode, ProgressCallback
+from modelshelf._stores import ProgressCallback, PutMode
 
 
 class PlainStore:
