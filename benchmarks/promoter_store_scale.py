@@ -34,6 +34,8 @@ from datetime import timedelta
 from typing import Any
 
 from modelshelf import Registry
+from modelshelf._stores import CREATE
+from modelshelf._stores._s3 import S3Store
 from modelshelf.metrics import (
     MetricsSummary,
     new_sketch,
@@ -41,8 +43,6 @@ from modelshelf.metrics import (
     summary_to_json,
     window_start,
 )
-from modelshelf._stores._s3 import S3Store
-from modelshelf._stores import CREATE
 from modelshelf_promoter import Promoter, state_key, update_policy
 
 MODEL = "ranker"
