@@ -27,7 +27,10 @@ EXPORTED = {
         "parse_version",
     ],
     "modelshelf.layout": [
-        "DOCTOR_PREFIX", "WINDOW_FORMAT", "aliases_key", "blob_key", "blob_prefix", "blobs_root", "decision_prefix", "history_key", "history_prefix", "manifest_key", "metrics_key", "metrics_prefix", "policy_key", "promoter_state_key", "version_of_manifest_key", "versions_prefix",
+        "DOCTOR_PREFIX", "WINDOW_FORMAT", "aliases_key", "blob_key", "blob_prefix",
+        "blobs_root", "decision_prefix", "history_key", "history_prefix", "manifest_key",
+        "metrics_key", "metrics_prefix", "policy_key", "promoter_state_key",
+        "version_of_manifest_key", "versions_prefix",
     ],
     "modelshelf.serving": [
         "Loader", "ModelServer", "Prediction", "ServerStatus", "Snapshot", "joblib_loader",

@@ -24,19 +24,7 @@ from modelshelf._errors import (
 )
 from modelshelf._stores import OVERWRITE, IfMatch, Store
 from tests.support.backends import Backend
-
-MiB = 1024 * 1024
-
-
-def sha256_of(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def multipart_uploads(backend: Backend) -> list[str]:
-    """Keys of multipart uploads still open in the backend's bucket."""
-    answer = backend.s3_client().list_multipart_uploads(Bucket=backend.bucket)
-    return [upload["Key"] for upload in answer.get("Uploads", ())]
-
+from tests.support.blobs import MiB, multipart_uploads, sha256_of
 
 # -- conditional writes -------------------------------------------------------------------
 

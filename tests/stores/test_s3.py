@@ -4,7 +4,6 @@ injected through botocore's event hooks against real S3 servers (moto's and Seaw
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -24,19 +23,7 @@ from modelshelf._errors import (
 from modelshelf._stores import OVERWRITE, IfMatch
 from modelshelf._stores._s3 import S3Store
 from tests.support.backends import SMALL_PART, Backend
-
-MiB = 1024 * 1024
-
-
-def sha256_of(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def multipart_uploads(backend: Backend) -> list[str]:
-    """Keys of multipart uploads still open in the backend's bucket."""
-    answer = backend.s3_client().list_multipart_uploads(Bucket=backend.bucket)
-    return [upload["Key"] for upload in answer.get("Uploads", ())]
-
+from tests.support.blobs import MiB, multipart_uploads, sha256_of
 
 # -- S3Store: URIs and settings -----------------------------------------------------------
 

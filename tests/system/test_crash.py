@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from modelshelf import Registry
+from tests.support.blobs import blob_keys, make_source, referenced_keys
 
 PUSH_SCRIPT = """
 import sys
@@ -22,28 +23,6 @@ print("start", flush=True)
 registry.push("crashy", sys.argv[3], version=sys.argv[4])
 print("done", flush=True)
 """
-
-
-def make_source(root: Path, seed: int, files: int = 8, size: int = 8 << 20) -> Path:
-    rng = random.Random(seed)
-    src = root / f"src-{seed}"
-    (src / "sub").mkdir(parents=True)
-    for i in range(files):
-        target = src / ("sub" if i % 2 else "") / f"part-{i}.bin"
-        target.write_bytes(rng.randbytes(size))
-    return src
-
-
-def blob_keys(registry: Registry, name: str) -> set[str]:
-    return {info.key for info in registry.store.list(f"{name}/blobs/")}
-
-
-def referenced_keys(registry: Registry, name: str) -> set[str]:
-    return {
-        f"{name}/blobs/sha256/{entry.sha256}"
-        for version in registry.versions(name)
-        for entry in registry.get(f"{name}:{version}").files
-    }
 
 
 def test_pushes_killed_at_random_points_never_leave_a_partial_version(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
-import hashlib
 import subprocess
 import sys
 import textwrap
@@ -17,20 +16,6 @@ from modelshelf._errors import (
     PreconditionFailedError,
 )
 from modelshelf._stores._local import LocalStore
-from tests.support.backends import Backend
-
-MiB = 1024 * 1024
-
-
-def sha256_of(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def multipart_uploads(backend: Backend) -> list[str]:
-    """Keys of multipart uploads still open in the backend's bucket."""
-    answer = backend.s3_client().list_multipart_uploads(Bucket=backend.bucket)
-    return [upload["Key"] for upload in answer.get("Uploads", ())]
-
 
 # -- races --------------------------------------------------------------------------------
 

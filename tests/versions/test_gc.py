@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import random
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -13,28 +12,7 @@ import pytest
 
 from modelshelf import Registry
 from modelshelf._aliases import read_history
-
-
-def make_source(root: Path, seed: int, files: int = 8, size: int = 8 << 20) -> Path:
-    rng = random.Random(seed)
-    src = root / f"src-{seed}"
-    (src / "sub").mkdir(parents=True)
-    for i in range(files):
-        target = src / ("sub" if i % 2 else "") / f"part-{i}.bin"
-        target.write_bytes(rng.randbytes(size))
-    return src
-
-
-def blob_keys(registry: Registry, name: str) -> set[str]:
-    return {info.key for info in registry.store.list(f"{name}/blobs/")}
-
-
-def referenced_keys(registry: Registry, name: str) -> set[str]:
-    return {
-        f"{name}/blobs/sha256/{entry.sha256}"
-        for version in registry.versions(name)
-        for entry in registry.get(f"{name}:{version}").files
-    }
+from tests.support.blobs import blob_keys
 
 
 @pytest.fixture

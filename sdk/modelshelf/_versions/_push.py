@@ -61,24 +61,7 @@ class Pusher:
         allow_schema_change: bool = False,
         progress: Progress | None = None,
     ) -> ModelVersion:
-        """Push a new immutable version.
-
-        Blobs go up first (skipped when the store already holds them); the manifest is
-        committed last with create-if-absent, so a version is visible whole or not at all.
-
-        Args:
-            name: The model name.
-            source: A file, a folder (every file under it), or a Python object (joblib).
-            version: An explicit ``MAJOR.MINOR.PATCH``.
-            bump: ``"major"``, ``"minor"`` or ``"patch"`` above the highest committed version.
-                With neither ``version`` nor ``bump`` the first version is ``1.0.0`` and later
-                ones bump MINOR.
-            card: The model card (a :class:`ModelCard` or a mapping).
-            allow_schema_change: Accept a schema change without a MAJOR bump (recorded).
-            progress: Called with byte counts while hashing and uploading.
-
-        Returns:
-            The committed version, or the existing one when an identical push is repeated.
+        """Push a new immutable version; the arguments are documented on ``Registry.push``.
 
         Raises:
             VersionExistsError: ``version`` is taken by different content.
