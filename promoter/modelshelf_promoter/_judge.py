@@ -1,49 +1,81 @@
 """The judge: one promoter look at a canary, turned into a decision with its numbers.
 
-Pure: it reads the policy, the clock values and the merged statistics it is given, and
-returns a :class:`Decision`; applying it (alias change, decision record) is the runner's.
+Pure: it reads the policy, the clock values and the statistics it is given, and returns a
+:class:`Decision`; applying it (alias change, decision record) is the runner's.
 
 Rules, in order:
 
 1. **rollback** when the error-rate test or a latency test alarms, at any step and whatever
-   the sample size (the tests in :mod:`modelshelf_promoter._stats` stay valid at every look);
-2. **abort** when the canary has run ``max_canary_seconds`` without being promoted;
+   the sample size (the tests in :mod:`modelshelf_promoter._counts` and
+   :mod:`modelshelf_promoter._stats` stay valid at every look);
+2. **abort**, recorded as *inconclusive*, when the canary has run ``max_canary_seconds``
+   without being promoted or rolled back;
 3. **hold** with reason ``no canary data`` when the canary logged nothing during the last
    window: silence is not evidence of health;
-4. **hold** while either arm has fewer than ``min_requests_per_arm`` requests since the
-   canary started (never advance or promote on too few samples);
-5. **hold** while a latency quantile of the canary, as estimated, is beyond its tolerated
-   ratio to active's but not yet significantly so (both arms having
-   ``latency_min_samples``): the canary keeps its share until the evidence either
-   arrives (rollback) or fades;
+4. **hold** while either arm has too few requests *during the current step*: the policy's
+   ``min_requests_per_arm``, and for the canary as many as a ``catch_error_ratio``
+   regression needs to show at this share (:func:`~modelshelf_promoter._counts.catch_minimum`);
+5. **hold** while a latency quantile's always-valid bounds, at the relaxed level
+   :data:`HOLD_ALPHA`, put the canary beyond its tolerated ratio to active's: the canary
+   keeps its share until the evidence either arrives (rollback) or fades;
 6. **hold** until the current step has lasted ``min_step_seconds``;
-7. otherwise **advance** to the next step, or **promote** after the last one.
+7. below the promotion step, **advance**;
+8. at the promotion step (the last step below 1.0, so active is still there as the
+   concurrent control), **promote** once the promotion gate shows the canary is not
+   materially worse in any respect (error rate, p95, p99), else **hold** on the gate.
 
-Advancing therefore rests on minimum samples, minimum time per step and the absence of an
-alarm, not on a test proving the canary non-inferior: proving a 5% relative margin on a
-1% error rate takes hundreds of thousands of requests per arm. What protects a bad canary
-is that the alarm tests keep watching at every step, on the cumulative data, with their
-false-alarm level held over all looks. Rule 5 exists because tail-latency evidence is
-slow (a p99 needs hundreds of requests per tail sample) while the point estimate is
-already informative; holding never makes a test less valid, it only gives it more data.
-The error rate gets no such rule: with 1% errors a healthy canary's observed rate is
-above active's half the time, so it would stall healthy canaries.
+What a promotion guarantees: a canary materially worse in some respect (see
+:mod:`modelshelf_promoter._policy`) is promoted with probability at most ``beta``, over all
+looks; a canary within tolerance is rolled back with probability at most ``alpha``. The
+early steps are not gated: at 5% of 200 requests a minute there is one canary error every
+ten minutes, far too little to *prove* anything within hours. Their job is to catch a
+``catch_error_ratio`` regression (and worse) while it touches few users; the gate does its
+work at the promotion step, where a 50% share gives the most information per error.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from modelshelf import InvalidInputError, canonical_json
 from modelshelf.metrics import ArmStats
 
+from ._counts import CountEvidence, WindowCounts, catch_minimum, count_tests
+from ._plausibility import ServerReport
 from ._policy import PromotionPolicy
-from ._stats import ErrorRateTest, LatencyHistogram, LatencyTest, error_rate_test, latency_test
+from ._stats import (
+    ErrorRateTest,
+    LatencyGate,
+    LatencyHistogram,
+    LatencyTest,
+    error_rate_test,
+    latency_gate,
+    latency_test,
+)
 
-__all__ = ["Action", "ArmReport", "Decision", "decision_to_json", "judge"]
+__all__ = [
+    "CANARY_ALPHA_SHARE",
+    "DEFAULT_ROUTE_BUCKETS",
+    "HOLD_ALPHA",
+    "Action",
+    "ArmReport",
+    "Decision",
+    "GateReport",
+    "StepReport",
+    "decision_to_json",
+    "judge",
+]
+
+HOLD_ALPHA = 0.25
+"""Level of the latency hold's bounds (per quantile): a hold only delays, it never ends."""
+CANARY_ALPHA_SHARE = 0.75
+"""Share of a latency test's level spent on the canary's bound (see ``latency_test``)."""
+DEFAULT_ROUTE_BUCKETS = 100
 
 Action = Literal["advance", "promote", "rollback", "hold", "abort"]
 
@@ -75,6 +107,30 @@ class ArmReport(BaseModel):
         )
 
 
+class GateReport(BaseModel):
+    """The promotion gate at one look: is the canary shown not materially worse?"""
+
+    model_config = ConfigDict(frozen=True)
+
+    errors: bool
+    error_e_value: float
+    p95: LatencyGate
+    p99: LatencyGate
+    beta: float
+    passed: bool
+
+
+class StepReport(BaseModel):
+    """Requests during the current step, against the step's minimums."""
+
+    model_config = ConfigDict(frozen=True)
+
+    active_requests: int
+    canary_requests: int
+    active_minimum: int
+    canary_minimum: int
+
+
 class Decision(BaseModel):
     """What the judge decided, why, and every number behind it."""
 
@@ -98,6 +154,13 @@ class Decision(BaseModel):
     latency_p95: LatencyTest
     latency_p99: LatencyTest
     policy: PromotionPolicy
+    inconclusive: bool = False
+    evidence: CountEvidence | None = None
+    gate: GateReport | None = None
+    step: StepReport | None = None
+    holds: list[str] = Field(default_factory=list)
+    servers: list[ServerReport] = Field(default_factory=list)
+    excluded_servers: list[str] = Field(default_factory=list)
 
 
 def decision_to_json(decision: Decision) -> bytes:
@@ -140,8 +203,40 @@ def _latency_reason(test: LatencyTest) -> str:
     )
 
 
-def _suspect(test: LatencyTest) -> bool:
-    return test.checked and test.observed_ratio is not None and test.observed_ratio > test.tolerance
+def _label(quantile: float) -> str:
+    return f"p{round(quantile * 100)}"
+
+
+def _gate_reason(gate: GateReport, policy: PromotionPolicy) -> str:
+    missing = []
+    if not gate.errors:
+        missing.append(
+            f"error rate not yet shown below {policy.error_worse_ratio:g}x active's "
+            f"(gate e-value {gate.error_e_value:.3g} of {1 / gate.beta:.3g})"
+        )
+    for test in (gate.p95, gate.p99):
+        if not test.passed:
+            missing.append(
+                f"{_label(test.quantile)} not yet shown below {test.worse_ratio:g}x active's "
+                f"(canary <= {_ms(test.canary_upper)}, active >= {_ms(test.active_lower)})"
+            )
+    return "; ".join(missing)
+
+
+def _windows_or_totals(
+    windows: Sequence[WindowCounts] | None, active: ArmStats, canary: ArmStats, ratio: float
+) -> Sequence[WindowCounts]:
+    if windows is not None:
+        return windows
+    # Without per-window counts the whole canary is one stratum (the older callers' view).
+    return [
+        WindowCounts(
+            active_requests=active.count,
+            active_errors=active.errors,
+            canary_requests=canary.count,
+            canary_errors=canary.errors,
+        )
+    ]
 
 
 def judge(
@@ -155,6 +250,9 @@ def judge(
     active: ArmStats,
     canary: ArmStats,
     canary_seen_in_last_window: bool,
+    windows: Sequence[WindowCounts] | None = None,
+    route_buckets: int = DEFAULT_ROUTE_BUCKETS,
+    servers: Sequence[ServerReport] = (),
 ) -> Decision:
     """Decide what to do with a canary at one promoter look.
 
@@ -166,10 +264,17 @@ def judge(
         canary_started_at: When the canary started (from the alias history).
         step_started_at: When the current ratio was set.
         now: The time of this look.
-        active: Active's statistics merged since the canary started.
+        active: Active's statistics merged since the canary started (latencies of
+            successful requests).
         canary: The canary's.
         canary_seen_in_last_window: Whether any server logged canary requests during the
             last complete metrics window.
+        windows: Both arms' counts per metrics window since the canary started, oldest
+            first (the strata of the error tests); without them the cumulative counts are
+            one stratum and the step's requests are taken to be all of them.
+        route_buckets: Route buckets of the windows' per-bucket error counts.
+        servers: The per-server breakdown from the reader (left-out servers are already
+            out of ``active``, ``canary`` and ``windows``); recorded and named.
 
     Returns:
         The decision; ``next_ratio`` is set when advancing.
@@ -186,7 +291,15 @@ def judge(
     step_started_at = _utc(step_started_at, "step_started_at")
     canary_seconds = max((now - canary_started_at).total_seconds(), 0.0)
     step_seconds = max((now - step_started_at).total_seconds(), 0.0)
+    strata = _windows_or_totals(windows, active, canary, ratio)
 
+    evidence = count_tests(
+        strata,
+        null_ratio=policy.tolerated_error_ratio,
+        worse_ratio=policy.error_worse_ratio,
+        error_floor=policy.error_floor,
+        buckets=route_buckets,
+    )
     errors = error_rate_test(
         active_requests=active.count,
         active_errors=active.errors,
@@ -197,56 +310,112 @@ def judge(
         alpha=policy.error_alpha,
         mixture_sd=policy.error_mixture_sd,
     )
+    if policy.error_margin.kind == "relative":
+        # The stratified exact test decides; the record keeps the descriptive numbers.
+        errors = errors.model_copy(
+            update={
+                "e_value": math.exp(min(evidence.rollback_log_e, 700.0)),
+                "p_value": min(1.0, math.exp(-evidence.rollback_max_log_e)),
+                "alarm": evidence.rollback_max_log_e >= math.log(1.0 / policy.error_alpha),
+            }
+        )
     active_report, canary_report = ArmReport.of(active), ArmReport.of(canary)
     active_hist = LatencyHistogram.from_sketch(active.latency)
     canary_hist = LatencyHistogram.from_sketch(canary.latency)
-    latency = {
-        q: latency_test(
+    latency: dict[float, LatencyTest] = {}
+    held: list[LatencyTest] = []
+    gates: dict[float, LatencyGate] = {}
+    for q, tolerance, value_a, value_c in (
+        (0.95, policy.latency_p95_ratio, active_report.p95_ms, canary_report.p95_ms),
+        (0.99, policy.latency_p99_ratio, active_report.p99_ms, canary_report.p99_ms),
+    ):
+        common = {
+            "quantile": q,
+            "tolerance": tolerance,
+            "min_samples": policy.latency_min_samples,
+            "active_value": value_a,
+            "canary_value": value_c,
+            "canary_share": CANARY_ALPHA_SHARE,
+            "floor_ms": policy.latency_floor_ms,
+        }
+        latency[q] = latency_test(active_hist, canary_hist, alpha=policy.latency_alpha, **common)  # type: ignore[arg-type]
+        hold = latency_test(active_hist, canary_hist, alpha=HOLD_ALPHA, **common)  # type: ignore[arg-type]
+        if hold.alarm and not latency[q].alarm:
+            held.append(hold)
+        gates[q] = latency_gate(
             active_hist,
             canary_hist,
             quantile=q,
-            tolerance=tolerance,
-            alpha=policy.latency_alpha,
-            min_samples=policy.latency_min_samples,
-            active_value=value_a,
-            canary_value=value_c,
+            worse_ratio=policy.latency_worse_ratio,
+            floor_ms=policy.latency_floor_ms,
+            beta=policy.beta,
         )
-        for q, tolerance, value_a, value_c in (
-            (0.95, policy.latency_p95_ratio, active_report.p95_ms, canary_report.p95_ms),
-            (0.99, policy.latency_p99_ratio, active_report.p99_ms, canary_report.p99_ms),
-        )
-    }
+    gate = GateReport(
+        errors=evidence.gate_max_log_e >= math.log(1.0 / policy.beta),
+        error_e_value=math.exp(min(evidence.gate_max_log_e, 700.0)),
+        p95=gates[0.95],
+        p99=gates[0.99],
+        beta=policy.beta,
+        passed=False,
+    )
+    gate = gate.model_copy(update={"passed": gate.errors and gate.p95.passed and gate.p99.passed})
+
+    in_step = [w for w in strata if w.start is None or w.start >= step_started_at]
+    step_a = sum(w.active_requests for w in in_step)
+    step_c = sum(w.canary_requests for w in in_step)
+    base = active.errors / active.count if active.count else 0.0
+    step = StepReport(
+        active_requests=step_a,
+        canary_requests=step_c,
+        active_minimum=policy.min_requests_per_arm,
+        canary_minimum=max(
+            policy.min_requests_per_arm,
+            catch_minimum(
+                base_rate=base,
+                share=ratio,
+                null_ratio=policy.tolerated_error_ratio,
+                catch_ratio=policy.catch_error_ratio,
+                alpha=policy.error_alpha,
+            ),
+        ),
+    )
+    left_out = [r.server_id for r in servers if r.excluded]
+    note = f" [left out: {', '.join(left_out)}]" if left_out else ""
 
     action: Action
     next_index: int | None = None
+    inconclusive = False
     alarms = []
     if errors.alarm:
         alarms.append(_error_reason(errors))
     alarms.extend(_latency_reason(test) for test in latency.values() if test.alarm)
-    short_a = policy.min_requests_per_arm - active.count
-    short_c = policy.min_requests_per_arm - canary.count
+    promotion_step = step_index >= policy.promotion_index
     if alarms:
         action, reason = "rollback", "rollback: " + "; ".join(alarms)
     elif canary_seconds >= policy.max_canary_seconds:
-        action = "abort"
+        action, inconclusive = "abort", True
         reason = (
-            f"abort: canary undecided after {_minutes(canary_seconds)} "
-            f"(max {_minutes(policy.max_canary_seconds)}) at ratio {ratio:g}"
+            f"abort: inconclusive: canary neither shown fit to promote nor to roll back after "
+            f"{_minutes(canary_seconds)} (max {_minutes(policy.max_canary_seconds)}) at ratio "
+            f"{ratio:g}"
         )
+        if promotion_step:
+            reason += f"; {_gate_reason(gate, policy)}"
     elif not canary_seen_in_last_window:
         action, reason = "hold", "hold: no canary data in the last window"
-    elif short_a > 0 or short_c > 0:
+    elif step_c < step.canary_minimum or step_a < step.active_minimum:
         action = "hold"
         reason = (
-            f"hold: too few samples (canary {canary.count}, active {active.count}; "
-            f"need {policy.min_requests_per_arm} each)"
+            f"hold: too few samples this step (canary {step_c}, active {step_a}; need "
+            f"{step.canary_minimum} and {step.active_minimum})"
         )
-    elif suspect := [test for test in latency.values() if _suspect(test)]:
+    elif held:
         action = "hold"
         reason = "hold: " + "; ".join(
-            f"canary p{round(test.quantile * 100)} is {test.observed_ratio:.2f}x active's "
-            f"(tolerated {test.tolerance:g}x), not yet significant"
-            for test in suspect
+            f"canary {_label(test.quantile)} is beyond {test.tolerance:g}x active's at the "
+            f"hold level (canary >= {_ms(test.canary_lower)}, active <= "
+            f"{_ms(test.active_upper)}), not yet significant"
+            for test in held
         )
     elif step_seconds < policy.min_step_seconds:
         action = "hold"
@@ -254,21 +423,27 @@ def judge(
             f"hold: step at ratio {ratio:g} has run {_minutes(step_seconds)} of "
             f"{_minutes(policy.min_step_seconds)}"
         )
-    else:
-        evidence = (
-            f"canary {canary.count} requests, error rate {_pct(errors.canary_rate)} vs "
-            f"active {_pct(errors.active_rate)} (e-value {errors.e_value:.3g}), p99 "
-            f"{_ms(canary_report.p99_ms)} vs {_ms(active_report.p99_ms)}, no alarm"
+    elif not promotion_step:
+        action, next_index = "advance", step_index + 1
+        reason = (
+            f"advance {ratio:g} -> {policy.steps[next_index]:g}: canary {step_c} requests this "
+            f"step, error rate {_pct(errors.canary_rate)} vs active {_pct(errors.active_rate)}, "
+            f"no alarm, no hold"
         )
-        if step_index + 1 < len(policy.steps):
-            action, next_index = "advance", step_index + 1
-            reason = f"advance {ratio:g} -> {policy.steps[next_index]:g}: {evidence}"
-        else:
-            action, reason = "promote", f"promote: {evidence}"
+    elif not gate.passed:
+        action, reason = "hold", f"hold: promotion gate: {_gate_reason(gate, policy)}"
+    else:
+        action = "promote"
+        reason = (
+            f"promote: shown not materially worse at beta {policy.beta:g}: error rate "
+            f"{_pct(errors.canary_rate)} vs {_pct(errors.active_rate)} (gate e-value "
+            f"{gate.error_e_value:.3g}), p95 <= {_ms(gate.p95.canary_upper)}, p99 <= "
+            f"{_ms(gate.p99.canary_upper)}"
+        )
 
     return Decision(
         action=action,
-        reason=reason,
+        reason=reason + note,
         decided_at=now,
         ratio=ratio,
         step_index=step_index,
@@ -285,4 +460,11 @@ def judge(
         latency_p95=latency[0.95],
         latency_p99=latency[0.99],
         policy=policy,
+        inconclusive=inconclusive,
+        evidence=evidence,
+        gate=gate,
+        step=step,
+        holds=[_label(t.quantile) for t in held],
+        servers=list(servers),
+        excluded_servers=left_out,
     )

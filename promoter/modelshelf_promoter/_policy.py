@@ -4,10 +4,17 @@ A model without a stored policy uses the defaults below. Every field is checked 
 policy is read or set; a bad one raises :class:`~modelshelf.InvalidPolicyError` naming the
 field and what to write instead.
 
-The false-alarm level ``alpha`` bounds the probability that a canary as good as the policy
-tolerates is ever rolled back, over all the promoter's looks together. It is split between
-the three tests the judge runs: half for the error rate, a quarter for p95 latency and a
-quarter for p99 latency (see :mod:`modelshelf_promoter._stats`).
+Two levels, one per direction:
+
+* ``alpha`` bounds the probability that a canary as good as the policy tolerates is ever
+  rolled back, over all the promoter's looks together. It is split between the three tests
+  the judge runs: half for the error rate, a quarter for p95 latency and a quarter for p99
+  latency (see :mod:`modelshelf_promoter._stats` and :mod:`modelshelf_promoter._counts`).
+* ``beta`` bounds the probability that a canary *materially worse* than active in one
+  respect (error rate at ``error_worse_ratio`` times active's and above ``error_floor``, or
+  a p95/p99 at ``latency_worse_ratio`` times active's and above ``latency_floor_ms``) is ever
+  promoted. Each respect has its own gate at level ``beta``; a canary must pass all of them,
+  so no union bound is needed.
 """
 
 from __future__ import annotations
@@ -16,7 +23,14 @@ import json
 from collections.abc import Iterable
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from modelshelf import InvalidPolicyError, canonical_json, check_name, layout
 
@@ -42,6 +56,12 @@ _HINTS: dict[str, str] = {
     "latency_min_samples": "give a whole number >= 1, e.g. 200",
     "alpha": "give a probability within (0, 0.5], e.g. 0.05",
     "error_mixture_sd": "give an error-rate difference within (0, 1], e.g. 0.01",
+    "beta": "give a probability within (0, 0.5], e.g. 0.05",
+    "error_worse_ratio": "give a ratio above 1 + the error margin, e.g. 1.5",
+    "error_floor": "give an error rate within [0, 1), e.g. 0.0005 (0.05%)",
+    "catch_error_ratio": "give a ratio above 1 + the error margin, e.g. 3 (1% -> 3% errors)",
+    "latency_worse_ratio": "give a ratio >= the latency tolerances, e.g. 1.5",
+    "latency_floor_ms": "give milliseconds >= 0, e.g. 5 (0 disables the floor)",
 }
 
 
@@ -66,12 +86,16 @@ class ErrorMargin(BaseModel):
 
 
 class PromotionPolicy(BaseModel):
-    """Steps, sample and time minimums, tolerances and the false-alarm level.
+    """Steps, minimums, tolerances, materially-worse levels and both error levels.
 
-    Advancing needs, at once: at least ``min_requests_per_arm`` requests on each arm since
-    the canary started, ``min_step_seconds`` at the current step, data from the canary in
-    the last window, and no alarm. An alarm (error rate or latency) rolls back at any step.
-    A canary still undecided after ``max_canary_seconds`` is aborted.
+    Advancing needs, at once: on each arm during the current step at least
+    ``min_requests_per_arm`` requests and as many as a ``catch_error_ratio`` regression
+    needs to show (see :func:`~modelshelf_promoter._counts.catch_minimum`), ``min_step_seconds`` at the step, data from
+    the canary in the last window, no latency hold and no alarm. The canary is promoted
+    from the last step below 1.0 (the concurrent control is kept to the end; a final step
+    of 1.0 stands for the promotion itself), and only once the promotion gate shows it is
+    not materially worse. An alarm (error rate or latency) rolls back at any step. A canary
+    still undecided after ``max_canary_seconds`` ends *inconclusive* (aborted).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -88,6 +112,12 @@ class PromotionPolicy(BaseModel):
     # The sd of the normal mixing distribution of the error-rate test: detection is
     # quickest for regressions of about this size (absolute error-rate difference).
     error_mixture_sd: float = Field(default=0.01, gt=0.0, le=1.0, allow_inf_nan=False)
+    beta: float = Field(default=0.025, gt=0.0, le=0.5, allow_inf_nan=False)
+    error_worse_ratio: float = Field(default=1.5, gt=1.0, le=1000.0, allow_inf_nan=False)
+    error_floor: float = Field(default=0.0005, ge=0.0, lt=1.0, allow_inf_nan=False)
+    catch_error_ratio: float = Field(default=3.0, gt=1.0, le=1000.0, allow_inf_nan=False)
+    latency_worse_ratio: float = Field(default=1.5, ge=1.0, le=1000.0, allow_inf_nan=False)
+    latency_floor_ms: float = Field(default=0.0, ge=0.0, allow_inf_nan=False)
 
     @field_validator("steps")
     @classmethod
@@ -101,6 +131,41 @@ class PromotionPolicy(BaseModel):
             if after <= before:
                 raise ValueError(f"steps must increase strictly ({before} then {after})")
         return steps
+
+    @field_validator("steps")
+    @classmethod
+    def _controlled(cls, steps: tuple[float, ...]) -> tuple[float, ...]:
+        if steps and steps[0] >= 1.0:
+            raise ValueError("needs a step below 1.0, where active still serves as the control")
+        return steps
+
+    @model_validator(mode="after")
+    def _levels(self) -> PromotionPolicy:
+        if self.error_margin.kind == "relative":
+            tolerated = 1.0 + self.error_margin.value
+            for name in ("error_worse_ratio", "catch_error_ratio"):
+                if getattr(self, name) <= tolerated:
+                    raise ValueError(
+                        f"{name} {getattr(self, name):g} must exceed the tolerated ratio "
+                        f"{tolerated:g} (1 + error_margin.value)"
+                    )
+        tolerance = max(self.latency_p95_ratio, self.latency_p99_ratio)
+        if self.latency_worse_ratio < tolerance:
+            raise ValueError(
+                f"latency_worse_ratio {self.latency_worse_ratio:g} is below the latency "
+                f"tolerance {tolerance:g}; raise it, e.g. to 1.5"
+            )
+        return self
+
+    @property
+    def tolerated_error_ratio(self) -> float:
+        """The rate ratio the rollback test's null hypothesis allows (relative margins)."""
+        return 1.0 + self.error_margin.value
+
+    @property
+    def promotion_index(self) -> int:
+        """Index of the step promotion happens from: the last one below 1.0."""
+        return max(i for i, step in enumerate(self.steps) if step < 1.0)
 
     @property
     def error_alpha(self) -> float:

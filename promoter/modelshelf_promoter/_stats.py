@@ -114,10 +114,12 @@ from modelshelf.metrics import sketch_bins, sketch_gamma
 __all__ = [
     "MIN_ERRORS_TO_ALARM",
     "ErrorRateTest",
+    "LatencyGate",
     "LatencyHistogram",
     "LatencyTest",
     "bernoulli_log_e_value",
     "error_rate_test",
+    "latency_gate",
     "latency_test",
     "mixture_e_value",
     "mixture_log_e_value",
@@ -412,6 +414,8 @@ def latency_test(
     min_samples: int,
     active_value: float | None = None,
     canary_value: float | None = None,
+    canary_share: float = 0.5,
+    floor_ms: float = 0.0,
 ) -> LatencyTest:
     """Test ``canary quantile > tolerance * active quantile`` with always-valid bounds.
 
@@ -420,17 +424,21 @@ def latency_test(
         canary: The canary's.
         quantile: e.g. 0.99.
         tolerance: Largest tolerated ratio canary / active, e.g. 1.2.
-        alpha: Level of this test (split evenly between the two bounds).
+        alpha: Level of this test, split between the two bounds.
         min_samples: Both arms need this many latencies before the test is checked.
         active_value: Point estimate of active's quantile, for the record.
         canary_value: The canary's.
+        canary_share: The share of ``alpha`` spent on the canary's bound (the judge gives
+            it 3/4: at small steps active has far more samples, so its bound is tight
+            even at a small level, and the canary's bound is the one that decides).
+        floor_ms: No alarm while the canary's lower bound is at or below this latency.
     """
     n_a, n_c = int(active.total), int(canary.total)
     checked = n_a >= min_samples and n_c >= min_samples
     upper = lower = None
     if checked:
-        upper = quantile_upper_bound(active, quantile, alpha / 2)
-        lower = quantile_lower_bound(canary, quantile, alpha / 2)
+        upper = quantile_upper_bound(active, quantile, alpha * (1.0 - canary_share))
+        lower = quantile_lower_bound(canary, quantile, alpha * canary_share)
     ratio = None
     if active_value and canary_value is not None:
         ratio = canary_value / active_value
@@ -446,5 +454,55 @@ def latency_test(
         canary_lower=lower,
         alpha=alpha,
         checked=checked,
-        alarm=upper is not None and lower is not None and lower > tolerance * upper,
+        alarm=upper is not None
+        and lower is not None
+        and lower > tolerance * upper
+        and lower > floor_ms,
+    )
+
+
+class LatencyGate(BaseModel):
+    """The promotion gate for one quantile: is the canary shown not materially worse?"""
+
+    model_config = ConfigDict(frozen=True)
+
+    quantile: float
+    worse_ratio: float
+    floor_ms: float
+    canary_upper: float | None
+    active_lower: float | None
+    beta: float
+    passed: bool
+
+
+def latency_gate(
+    active: LatencyHistogram,
+    canary: LatencyHistogram,
+    *,
+    quantile: float,
+    worse_ratio: float,
+    floor_ms: float,
+    beta: float,
+) -> LatencyGate:
+    """Show ``canary quantile < worse_ratio * active quantile`` (or below ``floor_ms``).
+
+    The mirror of :func:`latency_test`: an always-valid *upper* bound for the canary's
+    quantile and a *lower* bound for active's, each at ``beta / 2``. If the canary's true
+    quantile is at least ``worse_ratio`` times active's (and above the floor), passing needs
+    one of the two bounds to be wrong at some look, which has probability at most ``beta``.
+    """
+    upper = quantile_upper_bound(canary, quantile, beta / 2)
+    lower = quantile_lower_bound(active, quantile, beta / 2)
+    passed = upper is not None and (
+        (floor_ms > 0.0 and upper <= floor_ms)
+        or (lower is not None and upper < worse_ratio * lower)
+    )
+    return LatencyGate(
+        quantile=quantile,
+        worse_ratio=worse_ratio,
+        floor_ms=floor_ms,
+        canary_upper=upper,
+        active_lower=lower,
+        beta=beta,
+        passed=passed,
     )
