@@ -100,7 +100,7 @@ GATE_LOG_RATIOS = (-0.5, 0.0, 0.5)
 GATE_WEIGHTS = (0.25, 0.5, 0.25)
 CAP_FACTOR = 4.0
 """A route bucket's errors count up to this many times the side's trimmed mean bucket."""
-CAP_SLACK = 5.0
+CAP_SLACK = 2.0
 """Plus this many errors (room for Poisson noise while counts are small)."""
 FLOOR_WEIGHT = 0.1
 """Weight of the absolute-floor e-process in the gate's mixture (the ratio gate has 0.9)."""

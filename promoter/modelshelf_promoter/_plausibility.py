@@ -108,10 +108,11 @@ def check_servers(totals: dict[str, ServerTotals]) -> list[ServerReport]:
         elif fleet is not None:
             expected = fleet
         reasons = []
-        if t.implausible_objects:
-            reasons.append(
+        if t.implausible_objects and t.flagged is None:
+            # A server that writes impossible objects is not trusted with the rest either.
+            t.flagged = (
                 f"{t.implausible_objects} object(s) whose latency count differs from the "
-                "request count (left out)"
+                "request count: left out of the judgement"
             )
         if (
             t.flagged is None
