@@ -36,7 +36,7 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -84,7 +84,9 @@ def pareto(scale: float, shape: float) -> Callable[[float], float]:
     return lambda x: 0.0 if x <= scale else 1.0 - (x / scale) ** (-shape)
 
 
-def tail_stretch(cdf: Callable[[float], float], knee: float, power: float) -> Callable[[float], float]:
+def tail_stretch(
+    cdf: Callable[[float], float], knee: float, power: float
+) -> Callable[[float], float]:
     """The distribution of ``T(X)``: unchanged below ``knee``, ``knee * (X/knee)**power`` above.
 
     Quantiles below the knee stay put; above it they grow, so a knee at active's p95 gives a
@@ -322,9 +324,7 @@ def _arm_stats(count: int, errors: int, bins_row: Array, k_lo: int) -> ArmStats:
     return ArmStats(count=count, errors=errors, latency=sketch_from_bins(bins))
 
 
-def simulate(
-    sc: Scenario, policy: PromotionPolicy, canaries: int, seed: int, check: int
-) -> Result:
+def simulate(sc: Scenario, policy: PromotionPolicy, canaries: int, seed: int, check: int) -> Result:
     """Run ``canaries`` canaries of one scenario; replay ``check`` of them through judge()."""
     began = time.perf_counter()
     rng = np.random.default_rng(seed)
@@ -431,7 +431,9 @@ def simulate(
             st[key] += add
         st["sn_a"] += n_a
         st["sn_c"] += n_c
-        st["up_max"] = np.maximum(st["up_max"], _log_mix(st["up"], [1 / len(alts_up)] * len(alts_up)))
+        st["up_max"] = np.maximum(
+            st["up_max"], _log_mix(st["up"], [1 / len(alts_up)] * len(alts_up))
+        )
         gate_now = _log_mix(st["down"], GATE_WEIGHTS)
         if policy.error_floor > 0:
             floor = _rate_upper(st["y_c"], st["n_c"], policy.error_floor)
@@ -494,8 +496,18 @@ def simulate(
         action[abort] = "abort"
         action[rollback] = "rollback"
 
-        _replay(sc, policy, hist, server_totals, st, run, ratio, action, res,
-                (n_a, y_a, n_c, y_c, be_a, be_c, lat_a, lat_c))
+        _replay(
+            sc,
+            policy,
+            hist,
+            server_totals,
+            st,
+            run,
+            ratio,
+            action,
+            res,
+            (n_a, y_a, n_c, y_c, be_a, be_c, lat_a, lat_c),
+        )
 
         ids = st["id"]
         done = rollback | abort | promote
@@ -561,8 +573,12 @@ def _replay(
             canary_started_at=_START,
             step_started_at=_START + timedelta(seconds=int(st["step_start"][row]) * INTERVAL),
             now=_START + timedelta(seconds=run * INTERVAL),
-            active=_arm_stats(int(st["n_a"][row]), int(st["y_a"][row]), st["lat_a"][row], hist.k_lo),
-            canary=_arm_stats(int(st["n_c"][row]), int(st["y_c"][row]), st["lat_c"][row], hist.k_lo),
+            active=_arm_stats(
+                int(st["n_a"][row]), int(st["y_a"][row]), st["lat_a"][row], hist.k_lo
+            ),
+            canary=_arm_stats(
+                int(st["n_c"][row]), int(st["y_c"][row]), st["lat_c"][row], hist.k_lo
+            ),
             canary_seen_in_last_window=bool(n_c[row] > 0),
             windows=hist.windows[cid],
             route_buckets=BUCKETS,
@@ -571,7 +587,10 @@ def _replay(
         res.check_looks += 1
         if decision.action != action[row]:
             res.check_disagree += 1
-        if decision.action in ("rollback", "promote", "abort") and "web-0" in decision.excluded_servers:
+        if (
+            decision.action in ("rollback", "promote", "abort")
+            and "web-0" in decision.excluded_servers
+        ):
             res.named += 1
 
 
@@ -603,15 +622,24 @@ def scenarios() -> list[Scenario]:
         out.append(Scenario("p99 x1.5 only", rpm=rpm, canary_latency=p99_only, harmful=True))
     out += [
         Scenario("errors 1% -> 3%", rpm=200, canary_error=0.03, harmful=True),
-        Scenario("heavy tail, p99 x1.5", rpm=2000, active_latency=heavy,
-                 canary_latency=heavy_p99, harmful=True),
-        Scenario("errors 0 -> 0.1%", rpm=200, active_error=0.0, canary_error=0.001,
-                 harmful=True),
-        Scenario("errors 0 -> 0.1%", rpm=2000, active_error=0.0, canary_error=0.001,
-                 harmful=True),
+        Scenario(
+            "heavy tail, p99 x1.5",
+            rpm=2000,
+            active_latency=heavy,
+            canary_latency=heavy_p99,
+            harmful=True,
+        ),
+        Scenario("errors 0 -> 0.1%", rpm=200, active_error=0.0, canary_error=0.001, harmful=True),
+        Scenario("errors 0 -> 0.1%", rpm=2000, active_error=0.0, canary_error=0.001, harmful=True),
         Scenario("liar x100, 1% -> 3%", rpm=200, canary_error=0.03, liar=True, harmful=True),
-        Scenario("  same, reader checks off", rpm=200, canary_error=0.03, liar=True,
-                 checks=False, harmful=True),
+        Scenario(
+            "  same, reader checks off",
+            rpm=200,
+            canary_error=0.03,
+            liar=True,
+            checks=False,
+            harmful=True,
+        ),
     ]
     return out
 
@@ -635,7 +663,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     policy = apply_settings(PromotionPolicy(), args.set)
     print(
-        f"policy: steps {list(policy.steps)} (promotion from {policy.steps[policy.promotion_index]}),"
+        f"policy: steps {list(policy.steps)} "
+        f"(promotion from {policy.steps[policy.promotion_index]}),"
         f" error margin {policy.error_margin.value:g} relative, materially worse: errors "
         f"{policy.error_worse_ratio:g}x (floor {policy.error_floor:.2%}), latency "
         f"{policy.latency_worse_ratio:g}x; alpha {policy.alpha:g}, beta {policy.beta:g}; "

@@ -130,7 +130,9 @@ def conditional_log_lr(
 def log_mix(log_values: Sequence[float], weights: Sequence[float]) -> float:
     """``log(sum(w * exp(v)))`` without overflow."""
     top = max(log_values)
-    return top + math.log(sum(w * math.exp(v - top) for v, w in zip(log_values, weights, strict=True)))
+    return top + math.log(
+        sum(w * math.exp(v - top) for v, w in zip(log_values, weights, strict=True))
+    )
 
 
 def rate_upper_log_e(errors: float, requests: float, level: float) -> float:
@@ -271,11 +273,15 @@ def count_tests(
         if w.canary_buckets or w.active_buckets:
             bucketed = True
         # Each side is capped only in the test where lowering it is conservative.
-        y_c_rb = y_c - sum(w.canary_buckets.values()) + canary_caps.apply(
-            w.canary_buckets, ratio, "canary"
+        y_c_rb = (
+            y_c
+            - sum(w.canary_buckets.values())
+            + canary_caps.apply(w.canary_buckets, ratio, "canary")
         )
-        y_a_gate = y_a - sum(w.active_buckets.values()) + active_caps.apply(
-            w.active_buckets, ratio, "active"
+        y_a_gate = (
+            y_a
+            - sum(w.active_buckets.values())
+            + active_caps.apply(w.active_buckets, ratio, "active")
         )
         capped_c += y_c_rb
         capped_a += y_a_gate

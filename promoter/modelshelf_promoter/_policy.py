@@ -90,7 +90,8 @@ class PromotionPolicy(BaseModel):
 
     Advancing needs, at once: on each arm during the current step at least
     ``min_requests_per_arm`` requests and as many as a ``catch_error_ratio`` regression
-    needs to show (see :func:`~modelshelf_promoter._counts.catch_minimum`), ``min_step_seconds`` at the step, data from
+    needs to show (see :func:`~modelshelf_promoter._counts.catch_minimum`),
+    ``min_step_seconds`` at the step, data from
     the canary in the last window, no latency hold and no alarm. The canary is promoted
     from the last step below 1.0 (the concurrent control is kept to the end; a final step
     of 1.0 stands for the promotion itself), and only once the promotion gate shows it is

@@ -10,6 +10,25 @@ object holds request and error counts and a DDSketch of latencies (relative accu
 DDSketches merge exactly: merging the sketches of two servers gives the sketch of all their
 requests, so the promoter can add up any number of objects in any order.
 
+Fields added for the promoter's plausibility checks and robust tests (issue 12). Each is
+optional and *left out of the object when unset*, so an object without them is byte for
+byte what older recorders wrote, and older readers keep reading objects of recorders that
+do not set them; a promoter that knows them reads both kinds:
+
+* ``error_latency``: the latencies of *failed* requests, kept apart from ``latency`` (which
+  then holds the successful ones only): a failure that returns in 1 ms, or times out after
+  30 s, says nothing about how fast the version serves. Without it, ``latency`` holds all
+  requests, as before.
+* ``served_ratio``: the canary ratio the server routed with, averaged over the window's
+  requests (set only when every request of the window reported it).
+* ``route_buckets`` and ``bucket_errors``: errors of keyed (sticky) requests per route
+  bucket, ``floor(route_point * route_buckets)``; a client lives in one bucket, so the
+  promoter can bound what one client's errors do to its tests.
+
+Either way an object holds exactly one latency value per request (``latency`` plus
+``error_latency``): the promoter reads an object that does not as implausible
+(:func:`latency_mismatch`).
+
 The sketch is stored as JSON, not the library's protobuf (which drops min, max and sum and
 needs ``protobuf``): the positive and negative bins as ``{index: count}``, the zero count,
 count, min, max, sum and the relative accuracy. Reading it back rebuilds a sketch whose
@@ -47,6 +66,7 @@ from ._errors import InvalidInputError
 from ._refs import check_name, parse_version
 
 __all__ = [
+    "ROUTE_BUCKETS",
     "SKETCH_RELATIVE_ACCURACY",
     "WINDOW_FORMAT",
     "ArmStats",
@@ -56,11 +76,13 @@ __all__ = [
     "arm_stats_from_json",
     "arm_stats_to_json",
     "check_server_id",
+    "latency_mismatch",
     "metrics_key",
     "metrics_prefix",
     "new_sketch",
     "parse_metrics_key",
     "parse_window_key",
+    "route_bucket",
     "sketch_bins",
     "sketch_from_bins",
     "sketch_from_dict",
@@ -74,6 +96,9 @@ __all__ = [
 ]
 
 SKETCH_RELATIVE_ACCURACY = 0.01
+ROUTE_BUCKETS = 100
+"""Route buckets the recorder counts keyed requests' errors in (route point percentiles)."""
+_OPTIONAL = ("error_latency", "served_ratio", "route_buckets", "bucket_errors")
 WINDOW_FORMAT = _layout.WINDOW_FORMAT
 _SERVER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _KEY = re.compile(
@@ -469,6 +494,10 @@ class MetricsSummary(BaseModel):
     errors: int = Field(ge=0)
     latency: LatencySketch = Field(default_factory=new_sketch)
     created_at: datetime = Field(default_factory=utcnow)
+    error_latency: LatencySketch | None = None
+    served_ratio: float | None = Field(default=None, ge=0.0, le=1.0, allow_inf_nan=False)
+    route_buckets: int | None = Field(default=None, gt=0, le=10_000)
+    bucket_errors: dict[int, int] = Field(default_factory=dict)
 
     @field_validator("model")
     @classmethod
@@ -516,7 +545,45 @@ class MetricsSummary(BaseModel):
                 f"window_start {self.window_start.isoformat()} is not aligned on a "
                 f"{self.window_seconds}-second window"
             )
+        if self.error_latency is not None:
+            if self.error_latency.count > self.errors:
+                raise ValueError(
+                    f"the failed-request sketch holds {self.error_latency.count} values, more "
+                    f"than the {self.errors} errors"
+                )
+            if self.latency.count + self.error_latency.count > self.count:
+                raise ValueError("the two latency sketches hold more values than requests")
+        if self.bucket_errors:
+            if self.route_buckets is None:
+                raise ValueError("bucket_errors need route_buckets (how many buckets there are)")
+            for bucket, errors in self.bucket_errors.items():
+                if not 0 <= bucket < self.route_buckets or errors < 0:
+                    raise ValueError(
+                        f"bucket_errors[{bucket}] = {errors}: buckets run 0..."
+                        f"{self.route_buckets - 1}, counts are >= 0"
+                    )
+            if sum(self.bucket_errors.values()) > self.errors:
+                raise ValueError("bucket_errors add up to more than the errors")
         return self
+
+
+def route_bucket(point: float, buckets: int = ROUTE_BUCKETS) -> int:
+    """The route bucket of a route point in ``[0, 1)``."""
+    return min(max(int(point * buckets), 0), buckets - 1)
+
+
+def latency_mismatch(summary: MetricsSummary) -> str | None:
+    """Why a summary's sketches do not hold one latency per request, or None when they do.
+
+    The recorder adds one latency per request it counts; a summary whose sketches hold
+    another number was not written by it as it is, and its counts cannot be trusted.
+    """
+    values = summary.latency.count
+    if summary.error_latency is not None:
+        values += summary.error_latency.count
+    if math.isclose(values, summary.count, rel_tol=0.0, abs_tol=1e-6):
+        return None
+    return f"its latency sketches hold {values:g} values for {summary.count} requests"
 
 
 def summary_key(summary: MetricsSummary) -> str:
@@ -527,8 +594,12 @@ def summary_key(summary: MetricsSummary) -> str:
 
 
 def summary_to_json(summary: MetricsSummary) -> bytes:
-    """Canonical bytes of a summary (sorted keys)."""
-    return canonical_json(summary.model_dump(mode="json"))
+    """Canonical bytes of a summary (sorted keys; unset optional fields left out)."""
+    data = summary.model_dump(mode="json")
+    for name in _OPTIONAL:
+        if data.get(name) in (None, {}):
+            data.pop(name, None)
+    return canonical_json(data)
 
 
 def _describe(exc: ValidationError) -> str:
@@ -554,13 +625,18 @@ def summary_from_json(data: bytes, source: str = "metrics object") -> MetricsSum
 
 
 class ArmStats(BaseModel):
-    """Requests, errors and latencies of one version, merged over any set of summaries."""
+    """Requests, errors and latencies of one version, merged over any set of summaries.
+
+    ``latency`` holds the successful requests' latencies of summaries that keep failed ones
+    apart (and all requests' of older summaries); ``error_latency`` the failed ones.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     count: int = Field(default=0, ge=0)
     errors: int = Field(default=0, ge=0)
     latency: LatencySketch = Field(default_factory=new_sketch)
+    error_latency: LatencySketch = Field(default_factory=new_sketch)
     summaries: int = Field(default=0, ge=0)
     first_window: datetime | None = None
     last_window: datetime | None = None
@@ -578,6 +654,7 @@ class ArmStats(BaseModel):
             count=summary.count,
             errors=summary.errors,
             latency=_copy_sketch(summary.latency),
+            error_latency=_copy_sketch(summary.error_latency or new_sketch()),
             summaries=1,
             first_window=summary.window_start,
             last_window=summary.window_start,
@@ -592,6 +669,7 @@ class ArmStats(BaseModel):
         """
         count = errors = summaries = 0
         sketch = new_sketch()
+        failed = new_sketch()
         first: datetime | None = None
         last: datetime | None = None
         for part in parts:
@@ -610,6 +688,12 @@ class ArmStats(BaseModel):
                     sketch = _copy_sketch(part.latency)
                 else:
                     _merge_into(sketch, part.latency)
+            part_failed = part.error_latency
+            if part_failed is not None and part_failed.count:
+                if failed.count == 0:
+                    failed = _copy_sketch(part_failed)
+                else:
+                    _merge_into(failed, part_failed)
             if part_first is not None and (first is None or part_first < first):
                 first = part_first
             if part_last is not None and (last is None or part_last > last):
@@ -618,6 +702,7 @@ class ArmStats(BaseModel):
             count=count,
             errors=errors,
             latency=sketch,
+            error_latency=failed,
             summaries=summaries,
             first_window=first,
             last_window=last,

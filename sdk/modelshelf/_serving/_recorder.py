@@ -30,9 +30,11 @@ from .._errors import InvalidInputError, KeyNotFoundError, PreconditionFailedErr
 from .._refs import check_name, parse_version
 from .._stores import CREATE, Store
 from ..metrics import (
+    ROUTE_BUCKETS,
     MetricsSummary,
     check_server_id,
     new_sketch,
+    route_bucket,
     summary_key,
     summary_to_json,
 )
@@ -47,18 +49,39 @@ _Slot = tuple[str, int]  # (version, window index since the epoch)
 class _Counts:
     """Requests, errors and latencies of one slot (mutated under the recorder's lock)."""
 
-    __slots__ = ("count", "errors", "sketch")
+    __slots__ = (
+        "bucket_errors",
+        "count",
+        "error_sketch",
+        "errors",
+        "keyed",
+        "ratio_n",
+        "ratio_sum",
+        "sketch",
+    )
 
     def __init__(self) -> None:
         self.count = 0
         self.errors = 0
         self.sketch: DDSketch = new_sketch()
+        self.error_sketch: DDSketch = new_sketch()
+        self.bucket_errors: dict[int, int] = {}
+        self.keyed = 0
+        self.ratio_sum = 0.0
+        self.ratio_n = 0
 
     def merge(self, other: _Counts) -> None:
         self.count += other.count
         self.errors += other.errors
         if other.sketch.count:
             self.sketch.merge(other.sketch)
+        if other.error_sketch.count:
+            self.error_sketch.merge(other.error_sketch)
+        for bucket, errors in other.bucket_errors.items():
+            self.bucket_errors[bucket] = self.bucket_errors.get(bucket, 0) + errors
+        self.keyed += other.keyed
+        self.ratio_sum += other.ratio_sum
+        self.ratio_n += other.ratio_n
 
 
 @dataclass
@@ -120,8 +143,24 @@ class Recorder:
 
     # -- the request path --------------------------------------------------------------
 
-    def record(self, version: str, latency_ms: float, error: bool = False) -> None:
+    def record(
+        self,
+        version: str,
+        latency_ms: float,
+        error: bool = False,
+        *,
+        route_point: float | None = None,
+        ratio: float | None = None,
+    ) -> None:
         """Count one request.
+
+        Args:
+            version: The version that served it.
+            latency_ms: How long it took; failed requests' latencies are kept apart.
+            error: Whether it failed.
+            route_point: The request key's route point, for keyed (sticky) requests: its
+                error is also counted in its route bucket.
+            ratio: The canary ratio the request was routed with.
 
         Raises:
             InvalidVersionError: ``version`` is not ``MAJOR.MINOR.PATCH`` (checked once per
@@ -131,6 +170,7 @@ class Recorder:
             parse_version(version)
             self._known_versions.add(version)
         slot = (version, int(self._clock() // self.window_seconds))
+        value = latency_ms if latency_ms > 0.0 else 0.0
         with self._lock:
             counts = self._live.get(slot)
             if counts is None:
@@ -138,7 +178,17 @@ class Recorder:
             counts.count += 1
             if error:
                 counts.errors += 1
-            counts.sketch.add(latency_ms if latency_ms > 0.0 else 0.0)
+                counts.error_sketch.add(value)
+            else:
+                counts.sketch.add(value)
+            if route_point is not None:
+                counts.keyed += 1
+                if error:
+                    bucket = route_bucket(route_point)
+                    counts.bucket_errors[bucket] = counts.bucket_errors.get(bucket, 0) + 1
+            if ratio is not None:
+                counts.ratio_sum += ratio
+                counts.ratio_n += 1
 
     # -- inspection --------------------------------------------------------------------
 
@@ -213,6 +263,14 @@ class Recorder:
             count=counts.count,
             errors=counts.errors,
             latency=counts.sketch,
+            error_latency=counts.error_sketch,
+            served_ratio=(
+                min(max(counts.ratio_sum / counts.ratio_n, 0.0), 1.0)
+                if counts.ratio_n and counts.ratio_n == counts.count
+                else None
+            ),
+            route_buckets=ROUTE_BUCKETS if counts.keyed else None,
+            bucket_errors=dict(counts.bucket_errors),
         )
         return _Outstanding(
             summary_key(summary), summary_to_json(summary), counts.count, counts.errors

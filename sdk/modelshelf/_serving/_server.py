@@ -43,7 +43,7 @@ from .._settings import parse_float, parse_text, setting
 from .._versions import joblib_entry
 from ..layout import aliases_key
 from ._recorder import Recorder
-from ._routing import Snapshot, choose
+from ._routing import Snapshot, choose, route_point
 
 __all__ = [
     "Loader",
@@ -289,9 +289,22 @@ class ModelServer:
             )
         return choose(snapshot, key, self._rng)
 
-    def record(self, version: str, latency_ms: float, error: bool = False) -> None:
-        """Count one request served by ``version`` (thread-safe, in memory)."""
-        self.recorder.record(version, latency_ms, error)
+    def record(
+        self,
+        version: str,
+        latency_ms: float,
+        error: bool = False,
+        *,
+        route_point: float | None = None,
+        ratio: float | None = None,
+    ) -> None:
+        """Count one request served by ``version`` (thread-safe, in memory).
+
+        ``route_point`` (of a keyed request, see :func:`~modelshelf.serving.route_point`)
+        and ``ratio`` (the canary ratio it was routed with) let the promoter check routing
+        and bound what one client's errors do; :meth:`predict` passes both.
+        """
+        self.recorder.record(version, latency_ms, error, route_point=route_point, ratio=ratio)
 
     def predict(
         self,
@@ -313,7 +326,18 @@ class ModelServer:
             ``Prediction(result, version)``; an exception is recorded as an error and
             re-raised.
         """
-        version, model = self.route(key)
+        snapshot = self._snapshot
+        if snapshot is None:
+            raise AliasNotSetError(
+                f"{self.name}: no version loaded yet ({self._last_error or 'still loading'})"
+            )
+        version, model = choose(snapshot, key, self._rng)
+        point = (
+            route_point(snapshot.salt, key)
+            if key is not None and snapshot.canary is not None
+            else None
+        )
+        routing = {"route_point": point, "ratio": snapshot.ratio if snapshot.canary else None}
         call = getattr(model, method) if isinstance(method, str) else None
         start = time.perf_counter()
         try:
@@ -323,9 +347,9 @@ class ModelServer:
                 assert callable(method)
                 result = method(model, *args, **kwargs)
         except Exception:
-            self.recorder.record(version, (time.perf_counter() - start) * 1000.0, True)
+            self.recorder.record(version, (time.perf_counter() - start) * 1000.0, True, **routing)
             raise
-        self.recorder.record(version, (time.perf_counter() - start) * 1000.0, False)
+        self.recorder.record(version, (time.perf_counter() - start) * 1000.0, False, **routing)
         return Prediction(result, version)
 
     def status(self) -> ServerStatus:
