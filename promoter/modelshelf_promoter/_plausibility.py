@@ -13,7 +13,8 @@ select data by its verdict):
 * **per server**: its canary share since the canary started must match the ratio it
   routed with (the ``served_ratio`` it records; the median share of the fleet for objects
   from servers that do not record it). A server whose canary odds are off by more than
-  :data:`SHARE_ODDS_FACTOR` *and* significantly so (:data:`SHARE_Z`) is flagged and its
+  :data:`SHARE_ODDS_FACTOR` *and* significantly so (:data:`SHARE_Z`, on at least
+  :data:`SHARE_MIN_REQUESTS` requests) is flagged and its
   data left out of the judgement from then on.
 """
 
@@ -26,6 +27,7 @@ from collections.abc import Iterable
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "SHARE_MIN_REQUESTS",
     "SHARE_ODDS_FACTOR",
     "SHARE_Z",
     "ServerReport",
@@ -38,7 +40,9 @@ __all__ = [
 SHARE_ODDS_FACTOR = 3.0
 """A server's canary odds must be this far from the expected odds to be flagged..."""
 SHARE_Z = 5.0
-"""...and this many standard errors away (a busy server is not flagged for a hair)."""
+"""...and this many standard errors away (a busy server is not flagged for a hair)..."""
+SHARE_MIN_REQUESTS = 200
+"""...with at least this many requests (one late object of a server is not its share)."""
 
 
 class ServerTotals(BaseModel):
@@ -75,8 +79,8 @@ class ServerReport(BaseModel):
 
 def share_outlier(canary: float, total: float, expected: float) -> bool:
     """Whether ``canary`` of ``total`` requests is implausible at an expected share."""
-    if total <= 0 or not 0.0 < expected < 1.0:
-        return False  # no control (or no canary) expected: nothing to compare with
+    if total < SHARE_MIN_REQUESTS or not 0.0 < expected < 1.0:
+        return False  # too little to tell, or no control (or no canary) expected
     share = canary / total
     se = math.sqrt(expected * (1.0 - expected) / total)
     if abs(share - expected) < SHARE_Z * se:

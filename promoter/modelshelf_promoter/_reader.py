@@ -39,8 +39,10 @@ has no start-after), about one LIST request per 1,000 objects; only the GETs are
 Which objects count
 -------------------
 Only the two versions the aliases name (other versions' prefixes are never listed), and only
-windows that end after the canary started (the window holding the start time counts, with
-the few active requests it holds from just before the start). A key's window start is known
+windows that end after the canary started, and of the window holding the start time only
+the canary's objects: active's hold requests from before the canary existed, which would
+bias the first stratum (the window then carries no error evidence, having no concurrent
+control, but its canary requests count). A key's window start is known
 from the key, its length only from the object, so keys are filtered with the longest window
 length seen so far (:data:`DEFAULT_WINDOW_SECONDS` before any object is read, the canary's
 prefix first with :data:`MAX_WINDOW_SECONDS`) and objects again after reading; an object read
@@ -49,6 +51,17 @@ and found to be from before the start is remembered as read, not merged.
 A corrupt object (not JSON, failing validation, or naming another model, version, window or
 server than its key) is skipped, remembered as read (objects are immutable, reading it again
 cannot help) and reported; it never fails the run.
+
+Strata and plausibility
+-----------------------
+Besides the merged statistics, the cursor keeps both arms' counts *per window* (the strata of
+the error tests, with the served ratio and the per-route-bucket errors) and per server
+(:mod:`modelshelf_promoter._plausibility`). An *implausible* object (latency sketches not
+holding one value per request) is skipped and named like a corrupt one, and flags its
+server; a server whose canary share does not match its routing is flagged too. A flagged
+server's objects are left out of everything merged from then on, including the rest of the
+run that flagged it; what it contributed before stays (the checks run on every object as
+it is read, so a server lying from the start is out from its first object).
 """
 
 from __future__ import annotations
@@ -74,14 +87,18 @@ from modelshelf import (
     layout,
 )
 from modelshelf.metrics import (
+    ROUTE_BUCKETS,
     WINDOW_FORMAT,
     ArmStats,
     MetricsSummary,
+    latency_mismatch,
     metrics_prefix,
     parse_metrics_key,
     summary_from_json,
 )
 
+from ._counts import WindowCounts
+from ._plausibility import ServerReport, ServerTotals, check_servers
 from ._time import utcnow
 
 __all__ = [
@@ -93,7 +110,10 @@ __all__ = [
     "CorruptObject",
     "PromoterState",
     "ReadReport",
+    "WindowTally",
     "canary_seen_recently",
+    "cursor_route_buckets",
+    "cursor_windows",
     "load_state",
     "read_metrics",
     "save_state",
@@ -150,6 +170,39 @@ class ArmCursor(BaseModel):
     window_seconds: int | None = None
 
 
+class WindowTally(BaseModel):
+    """Both arms' counts in one metrics window (one stratum of the error tests)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    active_requests: int = 0
+    active_errors: int = 0
+    canary_requests: int = 0
+    canary_errors: int = 0
+    ratio_sum: float = 0.0
+    ratio_requests: int = 0
+    route_buckets: int | None = None
+    active_buckets: dict[int, int] = Field(default_factory=dict)
+    canary_buckets: dict[int, int] = Field(default_factory=dict)
+
+    def add(self, role: Role, summary: MetricsSummary) -> None:
+        """Count one summary in."""
+        buckets = self.canary_buckets if role == "canary" else self.active_buckets
+        if role == "canary":
+            self.canary_requests += summary.count
+            self.canary_errors += summary.errors
+        else:
+            self.active_requests += summary.count
+            self.active_errors += summary.errors
+        if summary.served_ratio is not None:
+            self.ratio_sum += summary.served_ratio * summary.count
+            self.ratio_requests += summary.count
+        if summary.route_buckets is not None:
+            self.route_buckets = summary.route_buckets
+        for bucket, errors in summary.bucket_errors.items():
+            buckets[bucket] = buckets.get(bucket, 0) + errors
+
+
 class CanaryCursor(BaseModel):
     """The incremental reading state of one canary run (active, canary, start time).
 
@@ -172,6 +225,9 @@ class CanaryCursor(BaseModel):
     runs: int = 0
     generation: int | None = None
     step_started_at: datetime | None = None
+    windows: dict[str, WindowTally] = Field(default_factory=dict)
+    servers: dict[str, ServerTotals] = Field(default_factory=dict)
+    implausible_count: int = 0
 
     def matches(self, active: str, canary: str, canary_started_at: datetime) -> bool:
         """Whether this cursor belongs to the canary run described."""
@@ -222,6 +278,10 @@ class ReadReport(BaseModel):
         window_seconds: The longest window length seen.
         watermark: Windows starting before this are closed.
         seconds: Wall time of the read.
+        implausible: Objects found this run whose latency sketches do not hold one value
+            per request (skipped; their server is flagged).
+        left_out: Objects of flagged servers this run did not merge.
+        servers: Every server's totals and whether it is left out, and why.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -237,6 +297,9 @@ class ReadReport(BaseModel):
     window_seconds: int | None
     watermark: datetime | None
     seconds: float
+    implausible: list[CorruptObject] = Field(default_factory=list)
+    left_out: int = 0
+    servers: list[ServerReport] = Field(default_factory=list)
 
 
 def load_state(store: Store, model: str) -> tuple[PromoterState | None, str | None, str | None]:
@@ -353,9 +416,11 @@ def read_metrics(
     cursor = cursor.model_copy(deep=True)
     started = cursor.canary_started_at
     old_watermark = cursor.watermark
-    listed = stray = late = before = merged_count = 0
+    listed = stray = late = before = merged_count = left_out = 0
     corrupt: list[CorruptObject] = []
+    implausible: list[CorruptObject] = []
     fetched: list[_Fetched] = []
+    read_now: list[tuple[Role, MetricsSummary]] = []
 
     # The canary first: its objects tell the window length before active's are filtered.
     for role in ("canary", "active"):
@@ -392,7 +457,6 @@ def read_metrics(
                 arm.closed_windows[window] = seen
         results = _fetch_all(store, model, arm.version, todo, max_workers)
         fetched += results
-        new: list[MetricsSummary] = []
         for result in results:
             if result.missing:
                 continue  # gone between list and get; nothing to remember
@@ -402,22 +466,47 @@ def read_metrics(
                 corrupt.append(CorruptObject(key=item.key, error=result.error or "corrupt"))
                 continue
             summary = result.summary
+            arm.window_seconds = max(arm.window_seconds or 0, summary.window_seconds)
             end = summary.window_start + timedelta(seconds=summary.window_seconds)
-            if end <= started:
+            if end <= started or (role == "active" and summary.window_start < started):
+                # Active's part of the window holding the start has requests from before
+                # the canary existed; the canary's part has none.
                 before += 1
                 continue
-            new.append(summary)
-            arm.window_seconds = max(arm.window_seconds or 0, summary.window_seconds)
-            if summary.count > 0 and (
-                arm.last_window_with_requests is None
-                or summary.window_start > arm.last_window_with_requests
-            ):
-                arm.last_window_with_requests = summary.window_start
-        if new:
-            arm.stats = ArmStats.merge_all([arm.stats, *new])
-            merged_count += len(new)
+            server = cursor.servers.setdefault(summary.server_id, ServerTotals())
+            problem = latency_mismatch(summary)
+            if problem is not None:
+                server.implausible_objects += 1
+                implausible.append(CorruptObject(key=item.key, error=f"implausible: {problem}"))
+                continue
+            read_now.append((role, summary))
         for names in arm.open_windows.values():
             names.sort()
+
+    # Plausibility before merging: a server flagged by this run's objects is out of it too.
+    for role, summary in read_now:
+        if cursor.servers[summary.server_id].flagged is None:
+            _count_server(cursor.servers[summary.server_id], role, summary)
+    reports = check_servers(cursor.servers)
+    new: dict[Role, list[MetricsSummary]] = {"active": [], "canary": []}
+    for role, summary in read_now:
+        if cursor.servers[summary.server_id].flagged is not None:
+            left_out += 1
+            continue
+        new[role].append(summary)
+        window = _window_text(summary.window_start)
+        cursor.windows.setdefault(window, WindowTally()).add(role, summary)
+        arm = cursor.arms[role]
+        if summary.count > 0 and (
+            arm.last_window_with_requests is None
+            or summary.window_start > arm.last_window_with_requests
+        ):
+            arm.last_window_with_requests = summary.window_start
+    for role, parts in new.items():
+        if parts:
+            arm = cursor.arms[role]
+            arm.stats = ArmStats.merge_all([arm.stats, *parts])
+            merged_count += len(parts)
 
     watermark = now - timedelta(seconds=lateness_seconds)
     if old_watermark is not None and old_watermark > watermark:
@@ -431,6 +520,7 @@ def read_metrics(
     if room > 0:
         cursor.corrupt.extend(corrupt[:room])
     cursor.late_ignored += late
+    cursor.implausible_count += len(implausible)
     reads = sum(1 for f in fetched if not f.missing)
     cursor.objects_read += reads
     cursor.runs += 1
@@ -448,8 +538,57 @@ def read_metrics(
         ),
         watermark=watermark,
         seconds=time.monotonic() - began,
+        implausible=implausible[:MAX_CORRUPT_KEPT],
+        left_out=left_out,
+        servers=reports,
     )
     return cursor, report
+
+
+def _count_server(totals: ServerTotals, role: Role, summary: MetricsSummary) -> None:
+    if role == "canary":
+        totals.canary_requests += summary.count
+        totals.canary_errors += summary.errors
+    else:
+        totals.active_requests += summary.count
+        totals.active_errors += summary.errors
+    if summary.served_ratio is not None:
+        totals.expected_canary += summary.served_ratio * summary.count
+        totals.ratio_known_requests += summary.count
+
+
+def cursor_windows(cursor: CanaryCursor) -> list[WindowCounts]:
+    """The cursor's strata in time order, as the judge takes them."""
+    out = []
+    for key in sorted(cursor.windows):
+        tally = cursor.windows[key]
+        total = tally.active_requests + tally.canary_requests
+        ratio = (
+            tally.ratio_sum / tally.ratio_requests
+            if tally.ratio_requests and tally.ratio_requests >= total
+            else None
+        )
+        out.append(
+            WindowCounts(
+                active_requests=tally.active_requests,
+                active_errors=tally.active_errors,
+                canary_requests=tally.canary_requests,
+                canary_errors=tally.canary_errors,
+                ratio=ratio,
+                start=_parse_window(key),
+                active_buckets=dict(tally.active_buckets),
+                canary_buckets=dict(tally.canary_buckets),
+            )
+        )
+    return out
+
+
+def cursor_route_buckets(cursor: CanaryCursor) -> int:
+    """Route buckets the fleet counts in (the recorder's default before any object says)."""
+    for tally in cursor.windows.values():
+        if tally.route_buckets is not None:
+            return tally.route_buckets
+    return ROUTE_BUCKETS
 
 
 def _parse_window(text: str) -> datetime:

@@ -97,6 +97,8 @@ from ._reader import (
     PromoterState,
     ReadReport,
     canary_seen_recently,
+    cursor_route_buckets,
+    cursor_windows,
     load_state,
     read_metrics,
     save_state,
@@ -373,6 +375,9 @@ class Promoter:
             active=active_stats,
             canary=canary_stats,
             canary_seen_in_last_window=canary_seen_recently(cursor, now),
+            windows=cursor_windows(cursor),
+            route_buckets=cursor_route_buckets(cursor),
+            servers=report.servers,
         )
         key = self._decision_key(name, now, aliases.generation)
         policy_source: Literal["stored", "default"] = "stored" if policy_etag else "default"

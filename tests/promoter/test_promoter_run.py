@@ -282,7 +282,8 @@ class CountingStore:
 def test_second_run_reads_only_new_objects(registry: Registry, tmp_path: Path) -> None:
     counting = CountingStore(registry.store)
     reg = Registry(counting, cache_dir=tmp_path / "c2", user="tester")
-    now = now_after_start(registry)
+    # Both windows after the one holding the start (whose active part is pre-canary).
+    now = now_after_start(registry, 200)
     traffic(registry.store, now - timedelta(seconds=90), servers=4)
     traffic(registry.store, now - timedelta(seconds=30), servers=4, seq=2)
     clock = Clock(now)
@@ -371,7 +372,17 @@ def test_rollback_on_a_bad_canary(registry: Registry) -> None:
 
 
 def test_healthy_canary_advances_then_promotes(registry: Registry) -> None:
-    set_policy(registry, "min_requests_per_arm=100", "min_step_seconds=60", "steps=0.05,0.5")
+    # Small minimums and an easy gate: this is about the runner applying the decisions.
+    set_policy(
+        registry,
+        "min_requests_per_arm=100",
+        "min_step_seconds=60",
+        "steps=0.05,0.5",
+        "catch_error_ratio=1000",
+        "error_worse_ratio=1000",
+        "latency_worse_ratio=1000",
+        "beta=0.5",
+    )
     start = now_after_start(registry, 0)
     clock = Clock(start + timedelta(seconds=30))
     promoter = Promoter(registry, clock=clock)
@@ -383,7 +394,8 @@ def test_healthy_canary_advances_then_promotes(registry: Registry) -> None:
     (advance,) = promoter.run([MODEL])
     assert (advance.action, advance.next_ratio) == ("advance", 0.5), f"{advance}"
     clock.now += timedelta(seconds=90)
-    traffic(registry.store, clock.now - timedelta(seconds=5), seq=8)
+    # An upper bound for the canary's p99 needs some hundreds of latencies.
+    traffic(registry.store, clock.now - timedelta(seconds=5), seq=8, canary=(400, 0))
     (promote,) = promoter.run([MODEL])
     assert (promote.action, promote.applied) == ("promote", True), f"{promote}"
     aliases = registry.aliases(MODEL)
@@ -411,7 +423,9 @@ class BarrierStore(CountingStore):
 
 
 def test_overlapping_runs_advance_once(registry: Registry, tmp_path: Path) -> None:
-    set_policy(registry, "min_requests_per_arm=100", "min_step_seconds=0")
+    set_policy(
+        registry, "min_requests_per_arm=100", "min_step_seconds=0", "catch_error_ratio=1000"
+    )
     now = now_after_start(registry)
     traffic(registry.store, now - timedelta(seconds=30))
     runs = 4
