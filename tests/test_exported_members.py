@@ -39,8 +39,9 @@ EXPORTED = {
     "modelshelf.metrics": [
         "ArmStats", "LatencySketch", "MetricsKey", "MetricsSummary", "ROUTE_BUCKETS",
         "SKETCH_RELATIVE_ACCURACY", "WINDOW_FORMAT", "arm_stats_from_json", "arm_stats_to_json",
-        "check_server_id", "latency_mismatch", "route_bucket", "metrics_key", "metrics_prefix", "new_sketch", "parse_metrics_key", "parse_window_key",
-        "sketch_bins", "sketch_from_bins", "sketch_from_dict", "sketch_gamma", "sketch_to_dict",
+        "check_server_id", "latency_mismatch", "metrics_key", "metrics_prefix", "new_sketch",
+        "parse_metrics_key", "parse_window_key", "route_bucket", "sketch_bins",
+        "sketch_from_bins", "sketch_from_dict", "sketch_gamma", "sketch_to_dict",
         "summary_from_json", "summary_key", "summary_to_json", "window_key", "window_start",
     ],
 }  # fmt: skip
