@@ -258,3 +258,45 @@ def test_bad_arguments_raise_invalid_input() -> None:
         _judge(step_index=4)
     with pytest.raises(InvalidInputError, match="time zone"):
         _judge(now=datetime(2025, 3, 1, 13, 0))
+
+
+def test_past_the_time_limit_an_undecided_canary_ends_inconclusive_never_promoted() -> None:
+    late = START + timedelta(hours=24, minutes=5)
+    decision = _judge(step_index=2, ratio=0.5, now=late)
+    assert decision.action == "abort" and decision.inconclusive, decision.reason
+    assert "inconclusive" in decision.reason and "promotion gate" not in decision.reason
+    assert "not yet shown below 1.5x" in decision.reason, decision.reason
+
+
+def test_the_step_minimum_counts_only_the_current_steps_requests() -> None:
+    from modelshelf_promoter._counts import WindowCounts
+
+    step_start = START + timedelta(minutes=20)
+    windows = [
+        WindowCounts(9_500, 95, 500, 5, ratio=0.05, start=START + timedelta(minutes=m))
+        for m in range(0, 20, 5)
+    ]
+    windows.append(WindowCounts(7_500, 75, 100, 1, ratio=0.25, start=step_start))
+    decision = _judge(
+        step_index=1,
+        ratio=0.25,
+        step_started_at=step_start,
+        now=step_start + timedelta(minutes=15),
+        windows=windows,
+    )
+    assert decision.action == "hold" and "too few samples this step" in decision.reason, (
+        decision.reason
+    )
+    assert decision.step is not None and decision.step.canary_requests == 100, decision.step
+    assert decision.step.canary_minimum > 400, "the minimum is the catch regression's"
+
+
+def test_the_recorded_p_value_is_the_running_minimum() -> None:
+    from modelshelf_promoter._counts import WindowCounts
+
+    # Bad early, then healthy: the e-value falls back, the p-value keeps its minimum.
+    windows = [WindowCounts(9_500, 95, 500, 25, ratio=0.05)] * 2
+    windows += [WindowCounts(5_000, 50, 5_000, 40, ratio=0.5)] * 20
+    decision = _judge(windows=windows)
+    assert decision.errors.p_value < 1 / decision.errors.e_value, decision.errors
+    assert decision.errors.p_value <= 0.025 and decision.action == "rollback", decision.reason

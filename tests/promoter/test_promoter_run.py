@@ -423,9 +423,7 @@ class BarrierStore(CountingStore):
 
 
 def test_overlapping_runs_advance_once(registry: Registry, tmp_path: Path) -> None:
-    set_policy(
-        registry, "min_requests_per_arm=100", "min_step_seconds=0", "catch_error_ratio=1000"
-    )
+    set_policy(registry, "min_requests_per_arm=100", "min_step_seconds=0", "catch_error_ratio=1000")
     now = now_after_start(registry)
     traffic(registry.store, now - timedelta(seconds=30))
     runs = 4
@@ -510,3 +508,90 @@ def test_run_command_once_and_in_a_loop_until_ctrl_c(local_registry: Registry) -
     assert proc.returncode == 0, f"Ctrl-C did not stop cleanly ({proc.returncode}): {err}"
     assert "stopping" in err and "Traceback" not in err, f"stderr: {err}"
     assert out.count(f"{MODEL}: hold") >= 2, f"stdout: {out}"
+
+
+# --- plausibility -----------------------------------------------------------------------------
+
+
+def test_a_server_reporting_counts_its_sketch_does_not_hold_is_left_out_and_named(
+    registry: Registry,
+) -> None:
+    now = now_after_start(registry, 200)
+    for seq, seconds in enumerate((130, 70)):
+        traffic(registry.store, now - timedelta(seconds=seconds), servers=3, seq=10 * seq)
+        # web-9 reports its canary counts x100; its latency sketch holds what it served.
+        when = now - timedelta(seconds=seconds)
+        summary = MetricsSummary.model_validate_json(
+            summary_to_json(
+                MetricsSummary(
+                    model=MODEL,
+                    version=CANARY,
+                    server_id="web-9",
+                    seq=seq,
+                    window_start=window_start(when, WINDOW),
+                    window_seconds=WINDOW,
+                    count=40,
+                    errors=0,
+                    latency=_sketch(40),
+                )
+            )
+        ).model_copy(update={"count": 4000, "errors": 400})
+        registry.store.put(summary_key(summary), summary_to_json(summary), mode=CREATE)
+    (run,) = Promoter(registry, clock=Clock(now)).run([MODEL])
+    assert run.read is not None and len(run.read.implausible) == 2, f"read: {run.read}"
+    assert "latency sketches hold 40 values for 4000 requests" in run.read.implausible[0].error
+    assert run.canary_requests == 240, f"the liar's counts were merged: {run}"
+    (record,) = decisions(registry)
+    assert record.decision.excluded_servers == ["web-9"], record.decision.excluded_servers
+    liar = next(s for s in record.decision.servers if s.server_id == "web-9")
+    assert liar.excluded and liar.implausible_objects == 2 and liar.reasons, liar
+    assert "left out: web-9" in record.decision.reason, record.decision.reason
+    assert len(record.decision.servers) == 4, "every server has its line in the record"
+
+
+def _sketch(count: int) -> Any:
+    rng = random.Random(count)
+    sketch = new_sketch()
+    for _ in range(count):
+        sketch.add(rng.lognormvariate(0.0, 0.3) * 50.0)
+    return sketch
+
+
+def test_a_server_whose_canary_share_contradicts_its_routing_is_left_out(
+    registry: Registry,
+) -> None:
+    now = now_after_start(registry, 200)
+    when = now - timedelta(seconds=70)
+    traffic(registry.store, when, servers=3)
+    for seq, (version, count) in enumerate(((ACTIVE, 200), (CANARY, 300))):
+        # Plausible objects, but web-7 says it routed at 5% and served 60% to the canary.
+        summary = MetricsSummary(
+            model=MODEL,
+            version=version,
+            server_id="web-7",
+            seq=seq,
+            window_start=window_start(when, WINDOW),
+            window_seconds=WINDOW,
+            count=count,
+            errors=0,
+            latency=_sketch(count),
+            served_ratio=0.05,
+        )
+        registry.store.put(summary_key(summary), summary_to_json(summary), mode=CREATE)
+    (run,) = Promoter(registry, clock=Clock(now)).run([MODEL])
+    assert run.read is not None and run.read.left_out == 2, f"read: {run.read}"
+    assert run.canary_requests == 120, f"web-7 was judged: {run}"
+    (record,) = decisions(registry)
+    assert record.decision.excluded_servers == ["web-7"], record.decision.servers
+    line = next(s for s in record.decision.servers if s.server_id == "web-7")
+    assert line.expected_share == 0.05 and "canary share 0.6" in line.reasons[0], line
+
+
+def test_the_first_window_counts_no_active_requests_from_before_the_canary(
+    registry: Registry,
+) -> None:
+    start = now_after_start(registry, 0)
+    traffic(registry.store, start)  # the window holding the start
+    (run,) = Promoter(registry, clock=Clock(start + timedelta(seconds=30))).run([MODEL])
+    assert (run.canary_requests, run.active_requests) == (120, 0), f"{run}"
+    assert run.read is not None and run.read.before_start == 3, f"{run.read}"

@@ -484,3 +484,71 @@ def test_an_unreachable_s3_store_never_reaches_requests(make_backend: Any, tmp_p
     assert stored_stats(backend.open())["1.0.0"].count == 40, (
         "requests recorded during the outage must be written exactly once afterwards"
     )
+
+
+def test_keyed_errors_are_counted_per_route_bucket_with_the_served_ratio(
+    registry: Registry, tmp_path: Path
+) -> None:
+    registry.start_canary("iris", "1.1.0", 0.3)
+    failing = {"user-7"}  # one client whose every request fails, whichever arm serves it
+
+    def call(model: Any, key: str) -> Any:
+        if key in failing:
+            raise ValueError("bad input")
+        return model
+
+    with ModelServer(
+        serving_registry(registry, tmp_path), "iris", poll_interval=POLL, server_id="web-2"
+    ) as server:
+        for i in range(600):
+            key = f"user-{i % 50}"
+            try:
+                server.predict(call, key, key=key)
+            except ValueError:
+                pass
+        assert server.flush() == 0
+        summaries = []
+        for info in registry.store.list(metrics_prefix("iris")):
+            obj = registry.store.get(info.key)
+            assert obj is not None
+            summaries.append(summary_from_json(obj.data, info.key))
+    from modelshelf.metrics import latency_mismatch, route_bucket
+    from modelshelf.serving import route_point
+
+    snapshot_salt = registry.aliases("iris").salt
+    bucket = route_bucket(route_point(snapshot_salt, "user-7"))
+    errors = sum(s.errors for s in summaries)
+    assert errors == 12, f"{errors} errors for one client's 12 requests"
+    by_bucket: dict[int, int] = {}
+    for s in summaries:
+        assert s.route_buckets == 100 and s.served_ratio == pytest.approx(0.3), (
+            f"routing not recorded: {s}"
+        )
+        assert latency_mismatch(s) is None, f"one latency per request: {s}"
+        assert s.error_latency is not None and s.error_latency.count == s.errors, s
+        for b, n in s.bucket_errors.items():
+            by_bucket[b] = by_bucket.get(b, 0) + n
+    assert by_bucket == {bucket: 12}, f"the client's errors are not in its bucket: {by_bucket}"
+
+
+def test_a_summary_without_the_new_fields_is_written_as_before() -> None:
+    from datetime import UTC, datetime
+
+    from modelshelf.metrics import summary_to_json
+
+    summary = MetricsSummary(
+        model="iris",
+        version="1.0.0",
+        server_id="web-1",
+        seq=0,
+        window_start=datetime(2025, 1, 1, tzinfo=UTC),
+        window_seconds=60,
+        count=0,
+        errors=0,
+        created_at=datetime(2025, 1, 1, tzinfo=UTC),
+    )
+    data = summary_to_json(summary).decode()
+    for name in ("error_latency", "served_ratio", "route_buckets", "bucket_errors"):
+        assert name not in data, f"an unset {name} changed the format older readers read"
+    again = summary_to_json(summary_from_json(data.encode())).decode()
+    assert again == data, "an old-format object does not round-trip byte for byte"
