@@ -1,4 +1,4 @@
-"""The window-stratified error tests: valid at their boundaries, robust to bursts and heavy clients."""
+"""The window-stratified error tests: valid at their boundaries, robust to bursts and clients."""
 
 from __future__ import annotations
 
