@@ -43,7 +43,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from modelshelf import InvalidInputError, canonical_json
-from modelshelf.metrics import ArmStats
+from modelshelf.metrics import ROUTE_BUCKETS, ArmStats
 
 from ._counts import CountEvidence, WindowCounts, catch_minimum, count_tests
 from ._plausibility import ServerReport
@@ -75,7 +75,8 @@ HOLD_ALPHA = 0.25
 """Level of the latency hold's bounds (per quantile): a hold only delays, it never ends."""
 CANARY_ALPHA_SHARE = 0.75
 """Share of a latency test's level spent on the canary's bound (see ``latency_test``)."""
-DEFAULT_ROUTE_BUCKETS = 100
+DEFAULT_ROUTE_BUCKETS = ROUTE_BUCKETS
+"""Route buckets assumed for windows whose objects do not say (the recorder's default)."""
 
 Action = Literal["advance", "promote", "rollback", "hold", "abort"]
 

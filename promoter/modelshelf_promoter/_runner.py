@@ -535,6 +535,9 @@ def _reason(decision: Decision, decision_key: str) -> str:
             "p99_ms": _compact(decision.active.p99_ms),
         },
         "e_value": _compact(decision.errors.e_value),
+        "p_value": _compact(decision.errors.p_value),
+        "inconclusive": decision.inconclusive,
+        "left_out": decision.excluded_servers,
         "decision": decision_key,
     }
     return f"promoter {decision.action}: " + json.dumps(

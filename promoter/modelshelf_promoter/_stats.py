@@ -1,5 +1,13 @@
 r"""Sequential tests that stay valid although the promoter looks at the data at every run.
 
+The judge's error-rate tests for relative margins (rollback and promotion gate) are the
+window-stratified exact conditional tests of :mod:`modelshelf_promoter._counts`; the
+normal-approximation mSPRT below serves absolute margins, on cumulative counts. The latency
+bounds below serve all three latency rules: rollback (canary's lower bound above the
+tolerance times active's upper bound, the canary's bound getting 3/4 of the level), the
+promotion gate (:func:`latency_gate`: the mirror image, at ``beta``) and the hold (the
+rollback rule at a relaxed level).
+
 The promoter re-reads the cumulative counts since the canary started every few minutes and
 rolls back the first time a test alarms. A fixed-sample test re-run at every look would
 alarm far more often than its level says; the tests below bound the probability of *ever*

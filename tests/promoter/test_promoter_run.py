@@ -595,3 +595,43 @@ def test_the_first_window_counts_no_active_requests_from_before_the_canary(
     (run,) = Promoter(registry, clock=Clock(start + timedelta(seconds=30))).run([MODEL])
     assert (run.canary_requests, run.active_requests) == (120, 0), f"{run}"
     assert run.read is not None and run.read.before_start == 3, f"{run.read}"
+
+
+def test_route_bucket_errors_and_served_ratios_reach_the_judge(registry: Registry) -> None:
+    now = now_after_start(registry, 200)
+    when = now - timedelta(seconds=70)
+    for server in range(3):
+        for seq, (version, count, errors, buckets) in enumerate(
+            ((ACTIVE, 380, 4, {50: 2, 80: 2}), (CANARY, 20, 3, {2: 3}))
+        ):
+            summary = MetricsSummary(
+                model=MODEL,
+                version=version,
+                server_id=f"web-{server}",
+                seq=seq,
+                window_start=window_start(when, WINDOW),
+                window_seconds=WINDOW,
+                count=count,
+                errors=errors,
+                latency=_sketch(count - errors),
+                error_latency=_sketch(errors),
+                served_ratio=0.05,
+                route_buckets=100,
+                bucket_errors=buckets,
+            )
+            registry.store.put(summary_key(summary), summary_to_json(summary), mode=CREATE)
+    (run,) = Promoter(registry, clock=Clock(now)).run([MODEL])
+    assert run.read is not None and run.read.merged == 6 and not run.read.implausible, run.read
+    (record,) = decisions(registry)
+    evidence = record.decision.evidence
+    assert evidence is not None and evidence.bucketed and evidence.windows == 1, evidence
+    # All 9 canary errors in one bucket while the canary's other buckets have none: only
+    # the cap's slack (2) counts against the canary.
+    assert evidence.capped_canary_errors == 2 and evidence.heaviest_canary_bucket == 2, evidence
+    assert record.canary_stats.error_latency.count == 9, "failed latencies not merged apart"
+    state_obj = registry.store.get(state_key(MODEL))
+    assert state_obj is not None
+    state = PromoterState.model_validate_json(state_obj.data)
+    assert state.cursor is not None
+    (tally,) = state.cursor.windows.values()
+    assert tally.canary_buckets == {2: 9} and tally.ratio_requests == 1200, tally
