@@ -5,6 +5,8 @@ listed in the README and never reused::
 
     ModelshelfError (1)
     ├── InvalidInputError (2)            bad input; refused before anything is written
+    │   ├── InvalidSigningKeyError (3)   a key file that is not a usable EC key in PEM
+    │   ├── InvalidBundleError (4)       a signature bundle that does not parse
     │   ├── InvalidNameError (10)
     │   ├── InvalidVersionError (11)
     │   ├── InvalidReferenceError (12)
@@ -13,7 +15,8 @@ listed in the README and never reused::
     │   ├── InvalidAliasesError (15)     an alias change or aliases object that breaks a rule
     │   ├── InvalidPolicyError (16)
     │   ├── InvalidEventError (17)
-    │   └── InvalidKeyError (18)         a store key that is empty or escapes the root
+    │   ├── InvalidKeyError (18)         a store key that is empty or escapes the root
+    │   └── InvalidTrustPolicyError (19) a trust policy that does not validate
     ├── NotFoundError (20)
     │   ├── ModelNotFoundError (21)
     │   ├── VersionNotFoundError (22)
@@ -29,7 +32,12 @@ listed in the README and never reused::
     │   ├── StoreUnavailableError (61)   retries exhausted (5xx, timeouts, 409 conflicts)
     │   ├── CommitStateUnknownError (62) a write may or may not have landed; re-read
     │   └── AccessDeniedError (63)
-    └── ConfigurationError (70)          a registry URI, endpoint or setting that cannot work
+    ├── ConfigurationError (70)          a registry URI, endpoint or setting that cannot work
+    └── TrustError (80)                  the trust policy refuses this; nothing was loaded
+        ├── UntrustedVersionError (81)   no trusted signature covers the version's files and card
+        ├── PickleNotAllowedError (82)   the policy forbids loading pickle-based files
+        ├── ApprovalRequiredError (83)   too few signed approvals for this step
+        └── UntrustedTypesError (84)     a skops file holds types the caller did not trust
 
 "Someone else won" (:class:`ConflictError`) and "outcome unknown"
 (:class:`CommitStateUnknownError`) are kept apart on purpose: the first is an answer, the
@@ -41,10 +49,12 @@ from __future__ import annotations
 __all__ = [
     "AccessDeniedError",
     "AliasNotSetError",
+    "ApprovalRequiredError",
     "CommitStateUnknownError",
     "ConfigurationError",
     "ConflictError",
     "IntegrityError",
+    "InvalidBundleError",
     "InvalidAliasesError",
     "InvalidCardError",
     "InvalidEventError",
@@ -53,17 +63,23 @@ __all__ = [
     "InvalidNameError",
     "InvalidPolicyError",
     "InvalidReferenceError",
+    "InvalidSigningKeyError",
+    "InvalidTrustPolicyError",
     "InvalidVersionError",
     "KeyNotFoundError",
     "ModelNotFoundError",
     "ModelshelfError",
     "NotFoundError",
+    "PickleNotAllowedError",
     "PreconditionFailedError",
     "PromotionConflictError",
     "SchemaChangeError",
     "SourceError",
     "StoreError",
     "StoreUnavailableError",
+    "TrustError",
+    "UntrustedTypesError",
+    "UntrustedVersionError",
     "VersionExistsError",
     "VersionNotFoundError",
 ]
@@ -79,6 +95,18 @@ class InvalidInputError(ModelshelfError):
     """Input that breaks a rule; nothing was written."""
 
     exit_code = 2
+
+
+class InvalidSigningKeyError(InvalidInputError):
+    """A key file that is not an EC private or public key in PEM (or needs another password)."""
+
+    exit_code = 3
+
+
+class InvalidBundleError(InvalidInputError):
+    """A signature or approval bundle that does not parse as a DSSE / Sigstore bundle."""
+
+    exit_code = 4
 
 
 class InvalidNameError(InvalidInputError):
@@ -133,6 +161,12 @@ class InvalidKeyError(InvalidInputError):
     """A store key that is empty, absolute, or escapes the registry root."""
 
     exit_code = 18
+
+
+class InvalidTrustPolicyError(InvalidInputError):
+    """A trust policy (``trust.json`` or a pinned file) that does not validate."""
+
+    exit_code = 19
 
 
 class NotFoundError(ModelshelfError):
@@ -229,3 +263,36 @@ class ConfigurationError(ModelshelfError):
     """A registry URI, endpoint or setting that cannot work."""
 
     exit_code = 70
+
+
+class TrustError(ModelshelfError):
+    """The trust policy refuses an operation; nothing was loaded, pulled or changed."""
+
+    exit_code = 80
+
+
+class UntrustedVersionError(TrustError):
+    """No signature by a trusted key covers exactly this version's files and card.
+
+    Raised before any byte of the version is read, let alone unpickled.
+    """
+
+    exit_code = 81
+
+
+class PickleNotAllowedError(TrustError):
+    """The trust policy forbids loading pickle-based files (joblib, ``.pkl``)."""
+
+    exit_code = 82
+
+
+class ApprovalRequiredError(TrustError):
+    """A canary start or promotion lacks the signed approvals the policy asks for."""
+
+    exit_code = 83
+
+
+class UntrustedTypesError(TrustError):
+    """A skops file holds types the caller did not list as trusted."""
+
+    exit_code = 84
