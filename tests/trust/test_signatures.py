@@ -12,6 +12,7 @@ import pytest
 
 from modelshelf import OVERWRITE, InvalidBundleError, PreconditionFailedError, Registry
 from modelshelf._card import ModelVersion
+from modelshelf._errors import UntrustedVersionError
 from modelshelf._trust import (
     CARD_PATH,
     SIGNATURE_FILE,
@@ -28,7 +29,6 @@ from modelshelf._trust import (
     signature_key,
     verify_folder,
 )
-from modelshelf._errors import UntrustedVersionError
 
 
 def stock(*args: str) -> subprocess.CompletedProcess[str]:
@@ -88,15 +88,29 @@ def test_stock_model_signing_accepts_our_bundle_and_rejects_a_flipped_byte(
     assert obj is not None
     folder = pulled_folder(src, raw, tmp_path / "pulled", obj.data)
 
-    ok = stock("verify", "key", str(folder), "--signature", str(folder / SIGNATURE_FILE),
-               "--public_key", str(keys["ci.pub"]))
+    ok = stock(
+        "verify",
+        "key",
+        str(folder),
+        "--signature",
+        str(folder / SIGNATURE_FILE),
+        "--public_key",
+        str(keys["ci.pub"]),
+    )
     assert ok.returncode == 0, f"stock verifier refused our bundle: {ok.stdout}{ok.stderr}"
     assert verify_folder(folder, trusted(keys, "ci").keys).name == "ci"
 
     target = folder / "weights" / "a" / "b.bin"
     target.write_bytes(b"a/c")
-    bad = stock("verify", "key", str(folder), "--signature", str(folder / SIGNATURE_FILE),
-                "--public_key", str(keys["ci.pub"]))
+    bad = stock(
+        "verify",
+        "key",
+        str(folder),
+        "--signature",
+        str(folder / SIGNATURE_FILE),
+        "--public_key",
+        str(keys["ci.pub"]),
+    )
     assert bad.returncode != 0, "stock verifier accepted a flipped byte"
     with pytest.raises(UntrustedVersionError, match="b.bin differs"):
         verify_folder(folder, trusted(keys, "ci").keys)
@@ -109,8 +123,15 @@ def test_stock_bundle_over_a_pulled_folder_is_accepted_by_our_verifier(
     folder = tmp_path / "pulled"
     shutil.copytree(src, folder)
     (folder / CARD_PATH).write_bytes(card_bytes(raw))
-    made = stock("sign", "key", str(folder), "--private_key", str(keys["ci"]),
-                 "--signature", str(folder / SIGNATURE_FILE))
+    made = stock(
+        "sign",
+        "key",
+        str(folder),
+        "--private_key",
+        str(keys["ci"]),
+        "--signature",
+        str(folder / SIGNATURE_FILE),
+    )
     assert made.returncode == 0, made.stderr
     bundle = (folder / SIGNATURE_FILE).read_bytes()
 
@@ -128,8 +149,18 @@ def test_stock_bundle_without_the_card_does_not_make_the_version_trusted(
     registry, manifest, raw, src = version
     folder = tmp_path / "bare"
     shutil.copytree(src, folder)
-    assert stock("sign", "key", str(folder), "--private_key", str(keys["ci"]),
-                 "--signature", str(tmp_path / "bare.sig")).returncode == 0
+    assert (
+        stock(
+            "sign",
+            "key",
+            str(folder),
+            "--private_key",
+            str(keys["ci"]),
+            "--signature",
+            str(tmp_path / "bare.sig"),
+        ).returncode
+        == 0
+    )
     public = load_private_key(keys["ci"]).public_key()
     with pytest.raises(InvalidBundleError, match="the card is not signed"):
         attach_bundle(registry.store, manifest, raw, (tmp_path / "bare.sig").read_bytes(), public)
@@ -189,8 +220,18 @@ def test_a_key_id_is_the_oms_hint(keys: dict[str, Path], tmp_path: Path) -> None
     folder = tmp_path / "tiny"
     folder.mkdir()
     (folder / "f").write_text("x")
-    assert stock("sign", "key", str(folder), "--private_key", str(keys["ci"]),
-                 "--signature", str(tmp_path / "s.sig")).returncode == 0
+    assert (
+        stock(
+            "sign",
+            "key",
+            str(folder),
+            "--private_key",
+            str(keys["ci"]),
+            "--signature",
+            str(tmp_path / "s.sig"),
+        ).returncode
+        == 0
+    )
     hint = json.loads((tmp_path / "s.sig").read_text())["verificationMaterial"]["publicKey"]["hint"]
     pem = public_pem(load_private_key(keys["ci"]).public_key())
     assert TrustedKey(name="ci", public_key=pem).key_id == hint
