@@ -67,7 +67,9 @@ class ModelCard(BaseModel):
     """What a model is, how it was trained, and what it expects.
 
     ``name``, ``version``, ``created_at`` and ``updated_at`` are filled in by the registry on
-    push; a card that sets ``name`` or ``version`` must agree with the push.
+    push; a card that sets ``name`` or ``version`` must agree with the push. ``loader``
+    names the loader ``load`` and servers use (``skops``, ``onnx``, ``safetensors``,
+    ``joblib``) when the file suffixes alone do not decide it.
     """
 
     model_config = ConfigDict(extra="allow")
@@ -79,6 +81,7 @@ class ModelCard(BaseModel):
     updated_at: datetime | None = None
     author: str | None = None
     framework: str | None = None
+    loader: str | None = None
     algorithm: str | None = None
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
     training_data: TrainingData | None = None
