@@ -68,7 +68,9 @@ def main() -> int:
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--dir", type=Path, default=None, help="scratch folder (default: tmp)")
     args = parser.parse_args()
-    print(f"machine: {platform.machine()} {os.cpu_count()} cpus, Python {platform.python_version()}")
+    print(
+        f"machine: {platform.machine()} {os.cpu_count()} cpus, Python {platform.python_version()}"
+    )
 
     with tempfile.TemporaryDirectory(dir=args.dir, prefix="modelshelf-sign-") as tmp:
         root = Path(tmp)
@@ -100,14 +102,27 @@ def main() -> int:
         trusted.pull(manifest.ref, pulled)
         start = time.perf_counter()
         subprocess.run(
-            [sys.executable, "-m", "model_signing", "sign", "key", str(pulled),
-             "--private_key", str(pair.private_path), "--signature", str(root / "stock.sig")],
-            check=True, capture_output=True,
+            [
+                sys.executable,
+                "-m",
+                "model_signing",
+                "sign",
+                "key",
+                str(pulled),
+                "--private_key",
+                str(pair.private_path),
+                "--signature",
+                str(root / "stock.sig"),
+            ],
+            check=True,
+            capture_output=True,
         )
         stock_seconds = time.perf_counter() - start
 
-    print(f"sign {manifest.ref}:           {sign_seconds * 1000:8.1f} ms, read {sign_read:,} B "
-          f"({sign_read / size:.2e} of the version)")
+    print(
+        f"sign {manifest.ref}:           {sign_seconds * 1000:8.1f} ms, read {sign_read:,} B "
+        f"({sign_read / size:.2e} of the version)"
+    )
     print(f"verify before a load:     {verify_seconds * 1000:8.1f} ms, read {verify_read:,} B")
     print(f"one sha256 pass (re-hash): {hash_seconds * 1000:8.1f} ms, read {size:,} B")
     print(f"stock model_signing sign: {stock_seconds * 1000:8.1f} ms (hashes every file)")

@@ -71,6 +71,17 @@ from ._stores import (
     SupportsStaleUploads,
     open_store,
 )
+from ._trust import (
+    ApprovalGate,
+    ApprovalInfo,
+    KeyPair,
+    SignatureInfo,
+    SignatureRequirements,
+    TrustedKey,
+    TrustPolicy,
+    new_key_pair,
+    verify_folder,
+)
 from ._versions import GcPlan
 
 try:
@@ -79,12 +90,13 @@ except PackageNotFoundError:  # a source tree on sys.path without an install
     __version__ = "0+unknown"
 
 __all__ = [
-    "CREATE",
-    "OVERWRITE",
     "AccessDeniedError",
     "AliasNotSetError",
     "Aliases",
+    "ApprovalGate",
+    "ApprovalInfo",
     "ApprovalRequiredError",
+    "CREATE",
     "CommitStateUnknownError",
     "ConfigurationError",
     "ConflictError",
@@ -106,6 +118,7 @@ __all__ = [
     "InvalidTrustPolicyError",
     "InvalidVersionError",
     "KeyNotFoundError",
+    "KeyPair",
     "LocalStore",
     "ModelCard",
     "ModelNotFoundError",
@@ -113,6 +126,7 @@ __all__ = [
     "ModelVersion",
     "ModelshelfError",
     "NotFoundError",
+    "OVERWRITE",
     "ObjectInfo",
     "Performance",
     "PickleNotAllowedError",
@@ -122,6 +136,8 @@ __all__ = [
     "S3Store",
     "SchemaChangeError",
     "ServedVersion",
+    "SignatureInfo",
+    "SignatureRequirements",
     "SourceError",
     "Store",
     "StoreError",
@@ -133,6 +149,8 @@ __all__ = [
     "SupportsStaleUploads",
     "TrainingData",
     "TrustError",
+    "TrustPolicy",
+    "TrustedKey",
     "UntrustedTypesError",
     "UntrustedVersionError",
     "VersionExistsError",
@@ -140,9 +158,11 @@ __all__ = [
     "__version__",
     "canonical_json",
     "check_name",
+    "new_key_pair",
     "open_store",
     "parse_ref",
     "parse_version",
+    "verify_folder",
 ]
 
 

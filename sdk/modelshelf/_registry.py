@@ -13,18 +13,26 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from ._aliases import AliasOperations, read_aliases, read_history
+from ._aliases import (
+    AliasAction,
+    Aliases,
+    AliasOperations,
+    HistoryRecord,
+    read_aliases,
+    read_history,
+)
 from ._card import ModelCard, ModelVersion
-from ._errors import InvalidInputError, ModelNotFoundError
+from ._errors import InvalidBundleError, InvalidInputError, ModelNotFoundError
+from ._loaders import LoadOptions, choose_loader
 from ._refs import ModelRef, check_name, parse_ref
 from ._settings import cache_dir_setting, user_setting
 from ._stores import Store, SupportsListFolders, open_store
+from ._trust import CARD_PATH, RESERVED_PATHS, SIGNATURE_FILE, PolicyInput, TrustOperations
 from ._versions import (
     BlobCache,
     Fetcher,
     GcPlan,
     Pusher,
-    joblib_entry,
     list_versions,
     plan_gc,
     read_manifest,
@@ -37,7 +45,7 @@ __all__ = ["Registry"]
 Progress = Callable[[int], None]
 
 
-class Registry(AliasOperations):
+class Registry(AliasOperations, TrustOperations):
     """A model registry rooted at an S3 prefix or a local folder.
 
     Args:
@@ -47,6 +55,9 @@ class Registry(AliasOperations):
         user: Recorded as ``created_by`` and on alias changes; default ``MODELSHELF_USER``
             or ``user@host``.
         max_workers: Parallel blob transfers.
+        trust_policy: A pinned trust policy (a :class:`TrustPolicy` or a policy file) that
+            replaces the registry's ``trust.json``; default ``MODELSHELF_TRUST_POLICY``,
+            else the registry's own.
         **store_options: For ``s3://`` URIs: ``client``, ``endpoint_url``, ``profile``...
     """
 
@@ -57,12 +68,14 @@ class Registry(AliasOperations):
         cache_dir: str | os.PathLike[str] | None = None,
         user: str | None = None,
         max_workers: int = 8,
+        trust_policy: PolicyInput = None,
         **store_options: Any,
     ) -> None:
         self.store: Store = open_store(uri, **store_options)
         self.cache = BlobCache(cache_dir_setting(cache_dir))
         self.user = user_setting(user)
         self.max_workers = max_workers
+        self._trust_pin = trust_policy
 
     @property
     def uri(self) -> str:
@@ -136,6 +149,8 @@ class Registry(AliasOperations):
         card: ModelCard | dict[str, Any] | None = None,
         allow_schema_change: bool = False,
         progress: Progress | None = None,
+        sign_key: str | os.PathLike[str] | bytes | None = None,
+        key_password: str | None = None,
     ) -> ModelVersion:
         """Push a new immutable version.
 
@@ -152,6 +167,9 @@ class Registry(AliasOperations):
             card: The model card (a :class:`ModelCard` or a mapping).
             allow_schema_change: Accept a schema change without a MAJOR bump (recorded).
             progress: Called with byte counts while hashing and uploading.
+            sign_key: Sign the committed version with this EC private key (PEM path or
+                bytes), as :meth:`sign` does; the key is loaded before anything is uploaded.
+            key_password: The key's password, if it is encrypted.
 
         Returns:
             The committed version, or the existing one when an identical push is repeated.
@@ -159,9 +177,15 @@ class Registry(AliasOperations):
         Raises:
             VersionExistsError: ``version`` is taken by different content.
             SchemaChangeError: The card's schema changed without a MAJOR bump.
+            InvalidSigningKeyError: ``sign_key`` cannot be used (nothing was pushed).
         """
+        from ._trust import load_private_key
+
+        private = load_private_key(sign_key, key_password) if sign_key is not None else None
+        if private is not None and isinstance(source, str | os.PathLike):
+            self._refuse_reserved(source)
         pusher = Pusher(self.store, user=self.user, max_workers=self.max_workers)
-        return pusher.push(
+        pushed = pusher.push(
             name,
             source,
             version=version,
@@ -170,6 +194,47 @@ class Registry(AliasOperations):
             allow_schema_change=allow_schema_change,
             progress=progress,
         )
+        if private is not None:
+            self.sign_manifest(pushed, private)
+        return pushed
+
+    def apply_alias_change(
+        self,
+        name: str,
+        action: AliasAction,
+        change: Callable[[Aliases], dict[str, Any]],
+        *,
+        reason: str | None = None,
+        expect_generation: int | None = None,
+        allow_major: bool = False,
+    ) -> HistoryRecord:
+        """As :meth:`AliasOperations.apply_alias_change`, behind the trust policy's checks.
+
+        A change that makes a version active or canary needs, when the policy says so, a
+        trusted signature of it and the approvals of its gate (``promote`` for active,
+        ``canary`` for canary): every named alias method and the promoter come through here.
+
+        Raises:
+            UntrustedVersionError / ApprovalRequiredError: Nothing was changed.
+        """
+        return super().apply_alias_change(
+            name,
+            action,
+            self.guard_alias_change(name, change),
+            reason=reason,
+            expect_generation=expect_generation,
+            allow_major=allow_major,
+        )
+
+    @staticmethod
+    def _refuse_reserved(source: str | os.PathLike[str]) -> None:
+        root = Path(source)
+        clash = [n for n in sorted(RESERVED_PATHS) if root.is_dir() and (root / n).exists()]
+        if clash:
+            raise InvalidBundleError(
+                f"{root} holds {', '.join(clash)}, names a signed pull writes itself; move "
+                "them away to push a signed version (nothing was pushed)"
+            )
 
     # -- downloading -------------------------------------------------------------------
 
@@ -196,7 +261,12 @@ class Registry(AliasOperations):
         return self._fetcher().fetch(manifest, progress)
 
     def pull(
-        self, ref: str | ModelRef, dest: str | os.PathLike[str], progress: Progress | None = None
+        self,
+        ref: str | ModelRef,
+        dest: str | os.PathLike[str],
+        progress: Progress | None = None,
+        *,
+        card: bool | None = None,
     ) -> ModelVersion:
         """Download a version's files into ``dest`` (a folder, created if needed).
 
@@ -206,27 +276,72 @@ class Registry(AliasOperations):
         others come straight from the store and are not added to the cache (``load`` and
         ``fetch`` fill it).
 
+        When a signature by a key the trust policy trusts covers the version, it is written
+        as ``model.sig`` with the card as ``modelshelf-card.json``: the folder stock
+        ``model_signing verify key`` checks.
+
+        Args:
+            ref: The version.
+            dest: The folder.
+            progress: Called with byte counts.
+            card: Write ``modelshelf-card.json`` even without a signature (``True``; the
+                folder stock ``model_signing sign`` signs), or never (``False``).
+
         Raises:
+            UntrustedVersionError: The policy requires a signature for pull and none is
+                trusted; nothing was downloaded.
             IntegrityError: A blob is corrupt, or the manifest names a path outside the
                 folder; ``dest`` is left untouched.
         """
-        manifest = self.get(ref)
-        self._fetcher().pull(manifest, Path(dest), progress)
+        trusted = self.trusted_version(ref, "pull")
+        manifest = trusted.manifest
+        extras: dict[str, bytes] = {}
+        if not {f.path for f in manifest.files} & RESERVED_PATHS:
+            bundle = trusted.trusted_bundle()
+            if bundle is not None:
+                extras[SIGNATURE_FILE] = bundle
+            if card or (card is None and bundle is not None):
+                from ._trust import card_bytes
+
+                extras[CARD_PATH] = card_bytes(trusted.manifest_json)
+        self._fetcher().pull(manifest, Path(dest), progress, extras=extras)
         return manifest
 
-    def load(self, ref: str | ModelRef) -> tuple[Any, ModelCard]:
-        """Load a joblib artifact and its card.
+    def load(
+        self,
+        ref: str | ModelRef,
+        *,
+        trusted_types: list[str] | tuple[str, ...] = (),
+    ) -> tuple[Any, ModelCard]:
+        """Load a version as a model, with the loader its files (or its card) call for.
+
+        skops, ONNX and safetensors files load without pickle; joblib / ``.pkl`` files load
+        only when the trust policy allows pickle. The signature (when the policy requires
+        one) and the loader are checked before any byte is downloaded.
+
+        Args:
+            ref: The version.
+            trusted_types: Types a skops file may hold beyond skops' safe defaults, such
+                as ``["sklearn.tree._tree.Tree"]``: your decision, never the file's.
+
+        Returns:
+            ``(model, card)``.
 
         Raises:
-            SourceError: The version holds no single ``.joblib`` / ``.pkl`` file.
-            IntegrityError: The blob is corrupt; nothing was unpickled.
+            UntrustedVersionError: No trusted signature covers the version.
+            PickleNotAllowedError: It needs the joblib loader and the policy forbids pickle.
+            UntrustedTypesError: The skops file holds types not in ``trusted_types``.
+            SourceError: No loader fits its files, or several do and the card names none.
+            IntegrityError: A blob is corrupt; nothing was loaded.
         """
-        manifest = self.get(ref)
-        entry = joblib_entry(manifest)
+        trusted = self.trusted_version(ref, "load")
+        manifest = trusted.manifest
+        options = LoadOptions(
+            allow_pickle=trusted.policy.allow_pickle, trusted_types=tuple(trusted_types)
+        )
+        loader = choose_loader(manifest, options)
         files = self.fetch(manifest)
-        import joblib
-
-        return joblib.load(files[entry.path]), manifest.card
+        return loader.load(manifest, files, options), manifest.card
 
     def verify(self, ref: str | ModelRef, progress: Progress | None = None) -> ModelVersion:
         """Re-download and re-hash every blob of a version, bypassing the cache.

@@ -17,6 +17,9 @@ variable                        meaning                                      def
 ``MODELSHELF_POLL_INTERVAL``    seconds between a server's alias polls       10
 ``MODELSHELF_FLUSH_INTERVAL``   seconds between a server's metric flushes    60
 ``MODELSHELF_SERVER_ID``        names a serving process in metric keys       host-pid-random
+``MODELSHELF_TRUST_POLICY``     a pinned trust policy file (replaces the     the registry's
+                                registry's ``trust.json``)                   ``trust.json``
+``MODELSHELF_KEY_PASSWORD``     password of an encrypted signing key (CLI)   none
 ``AWS_ENDPOINT_URL_S3``,        an S3-compatible endpoint                    AWS
 ``AWS_ENDPOINT_URL``
 =============================== ============================================ ===================
@@ -45,6 +48,7 @@ __all__ = [
     "parse_text",
     "registry_uri_setting",
     "setting",
+    "trust_policy_setting",
     "user_setting",
 ]
 
@@ -150,3 +154,11 @@ def endpoint_url_setting(endpoint_url: str | None = None) -> str | None:
     """
     found = setting(endpoint_url or None, "AWS_ENDPOINT_URL_S3", None, parse_text)
     return found or setting(None, "AWS_ENDPOINT_URL", None, parse_text)
+
+
+def trust_policy_setting(path: str | os.PathLike[str] | None = None) -> Path | None:
+    """A pinned trust policy file: ``path``, else ``MODELSHELF_TRUST_POLICY``, else none."""
+    if path is not None:
+        return Path(path).expanduser()
+    found = setting(None, "MODELSHELF_TRUST_POLICY", None, parse_text)
+    return Path(found).expanduser() if found else None

@@ -13,6 +13,10 @@ Keys are relative to the registry root (``s3://bucket/prefix`` or a folder)::
     {model}/promoter/policy.json                      the promotion policy
     {model}/promoter/state.json                       the promoter's cursor and statistics
     {model}/promoter/decisions/{time}-{generation}.json   one record per promoter decision
+    {model}/signatures/{version}/{key-id}.sig         OMS signature bundles, one per key
+    {model}/approvals/{version}/{gate}/{key-id}.sig   signed approvals, one per key and gate
+    trust.json                                        the trust policy
+    _trust/history/{generation:012d}.json             every trust policy ever stored
     _doctor/{random}/...                              scratch objects of ``modelshelf doctor``
 
 The functions here only build strings; the callers validate names and versions first
@@ -23,8 +27,12 @@ from __future__ import annotations
 
 __all__ = [
     "DOCTOR_PREFIX",
+    "TRUST_HISTORY_PREFIX",
+    "TRUST_POLICY_KEY",
     "WINDOW_FORMAT",
     "aliases_key",
+    "approval_key",
+    "approvals_prefix",
     "blob_key",
     "blob_prefix",
     "blobs_root",
@@ -36,6 +44,9 @@ __all__ = [
     "metrics_prefix",
     "policy_key",
     "promoter_state_key",
+    "signature_key",
+    "signatures_prefix",
+    "trust_history_key",
     "version_of_manifest_key",
     "versions_prefix",
 ]
@@ -121,3 +132,37 @@ def promoter_state_key(model: str) -> str:
 def decision_prefix(model: str) -> str:
     """The prefix of a model's promoter decision records."""
     return f"{model}/promoter/decisions/"
+
+
+_BUNDLE_SUFFIX = ".sig"
+
+TRUST_POLICY_KEY = "trust.json"
+"""The registry's trust policy (replaced only with If-Match)."""
+TRUST_HISTORY_PREFIX = "_trust/history/"
+"""Every stored trust policy; never a model (names cannot start with ``_``)."""
+
+
+def signatures_prefix(model: str, version: str) -> str:
+    """Where a version's OMS signature bundles live."""
+    return f"{model}/signatures/{version}/"
+
+
+def signature_key(model: str, version: str, key_id: str) -> str:
+    """Key of the bundle signed by the key whose id is ``key_id``."""
+    return f"{signatures_prefix(model, version)}{key_id}{_BUNDLE_SUFFIX}"
+
+
+def approvals_prefix(model: str, version: str, gate: str | None = None) -> str:
+    """Where a version's approvals (for one gate) live."""
+    base = f"{model}/approvals/{version}/"
+    return f"{base}{gate}/" if gate else base
+
+
+def approval_key(model: str, version: str, gate: str, key_id: str) -> str:
+    """Key of one approval of a version for ``gate`` by ``key_id``."""
+    return f"{approvals_prefix(model, version, gate)}{key_id}{_BUNDLE_SUFFIX}"
+
+
+def trust_history_key(generation: int) -> str:
+    """Key of the stored trust policy of one generation."""
+    return f"{TRUST_HISTORY_PREFIX}{generation:012d}.json"

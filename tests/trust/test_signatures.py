@@ -26,9 +26,9 @@ from modelshelf._trust import (
     read_signatures,
     require_signature,
     sign_version,
-    signature_key,
     verify_folder,
 )
+from modelshelf.layout import signature_key
 
 
 def stock(*args: str) -> subprocess.CompletedProcess[str]:

@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 from rich.table import Table
+from rich.text import Text
 
 from .._card import ModelCard, ModelVersion, utcnow
 from .._errors import InvalidCardError, ModelNotFoundError
@@ -23,6 +24,7 @@ from ._app import (
     pass_state,
     transfer_progress,
 )
+from ._trust import approval_rows, key_password_option, signature_rows
 
 __all__ = ["card", "list_command", "pull", "push", "show", "verify"]
 
@@ -84,6 +86,12 @@ def _files_json(version: ModelVersion) -> list[dict[str, Any]]:
     is_flag=True,
     help="Accept an input/output schema change without a MAJOR bump (recorded).",
 )
+@click.option(
+    "--sign-key",
+    metavar="PEM",
+    help="Sign the version with this EC private key (an OMS bundle; see 'modelshelf sign').",
+)
+@key_password_option
 @json_option
 @pass_state
 def push(
@@ -94,6 +102,8 @@ def push(
     bump: str | None,
     card_file: str | None,
     allow_schema_change: bool,
+    sign_key: str | None,
+    key_password: str | None,
     as_json: bool,
 ) -> None:
     """Push the file or folder PATH as a new version of NAME.
@@ -113,11 +123,16 @@ def push(
             card=card,
             allow_schema_change=allow_schema_change,
             progress=progress,
+            sign_key=sign_key,
+            key_password=key_password,
         )
     # An identical re-push returns the version committed earlier instead of a new one.
     created = pushed.created_at >= started
     if as_json:
-        emit_json({**pushed.model_dump(mode="json"), "created": created})
+        extra: dict[str, Any] = {"created": created}
+        if sign_key is not None:
+            extra["signatures"] = signature_rows(state.registry.signatures(pushed.ref))
+        emit_json({**pushed.model_dump(mode="json"), **extra})
         return
     summary = f"{_plural(len(pushed.files), 'file')}, {human_size(pushed.size)}"
     if created:
@@ -194,13 +209,23 @@ def _compact(value: Any) -> str:
 @json_option
 @pass_state
 def show(state: AppState, ref: str, as_json: bool) -> None:
-    """Show a version's card and files.
+    """Show a version's card, files, signatures and approvals.
 
-    REF is NAME (the latest version), NAME:latest or NAME:MAJOR.MINOR.PATCH.
+    REF is NAME (the latest version), NAME:latest or NAME:MAJOR.MINOR.PATCH. Signatures and
+    approvals are checked against the trust policy in force.
     """
-    manifest = state.registry.get(ref)
+    registry = state.registry
+    manifest = registry.get(ref)
+    signatures = registry.signatures(manifest.ref)
+    approvals = registry.approvals(manifest.ref)
     if as_json:
-        emit_json(manifest.model_dump(mode="json"))
+        emit_json(
+            {
+                **manifest.model_dump(mode="json"),
+                "signatures": signature_rows(signatures),
+                "approvals": approval_rows(approvals),
+            }
+        )
         return
     console = state.console
     card = manifest.card
@@ -211,7 +236,7 @@ def show(state: AppState, ref: str, as_json: bool) -> None:
     ]
     if manifest.schema_change_allowed:
         rows.append(("schema change", "allowed without a MAJOR bump"))
-    fixed = ("description", "author", "framework", "algorithm")
+    fixed = ("description", "author", "framework", "algorithm", "loader")
     rows += [(key, str(getattr(card, key))) for key in fixed if getattr(card, key)]
     if card.hyperparameters:
         rows.append(("hyperparameters", _compact(card.hyperparameters)))
@@ -232,8 +257,27 @@ def show(state: AppState, ref: str, as_json: bool) -> None:
     console.print(details)
     files = Table("path", "size", "sha256")
     for entry in manifest.files:
-        files.add_row(entry.path, human_size(entry.size), entry.sha256[:16])
+        files.add_row(Text(entry.path), human_size(entry.size), entry.sha256[:16])
     console.print(files)
+    if signatures:
+        table = Table("signed by", "key id", "status")
+        for sig in signatures:
+            status = "trusted" if sig.trusted else f"not trusted: {sig.problem}"
+            table.add_row(Text(sig.signer or "unknown key"), sig.key_id[:16], Text(status))
+        console.print(table)
+    else:
+        console.print("not signed")
+    if approvals:
+        table = Table("gate", "approved by", "at", "status", "comment")
+        for a in approvals:
+            table.add_row(
+                a.gate,
+                Text(a.approver or a.key_id[:16]),
+                Text(a.approved_at or ""),
+                "valid" if a.valid else Text(f"invalid: {a.problem}"),
+                Text(a.comment or ""),
+            )
+        console.print(table)
 
 
 @cli.command()
@@ -245,18 +289,27 @@ def show(state: AppState, ref: str, as_json: bool) -> None:
     metavar="DIR",
     help="Folder to write the files into (default: ./NAME-VERSION).",
 )
+@click.option(
+    "--card/--no-card",
+    "card",
+    default=None,
+    help="Write modelshelf-card.json beside the files (default: when a trusted signature "
+    "is written as model.sig).",
+)
 @json_option
 @pass_state
-def pull(state: AppState, ref: str, dest: str | None, as_json: bool) -> None:
+def pull(state: AppState, ref: str, dest: str | None, card: bool | None, as_json: bool) -> None:
     """Download a version's files, verified.
 
-    Every file is checked against its sha256 before it is placed in DIR.
+    Every file is checked against its sha256 before it is placed in DIR. A version signed
+    by a trusted key gets its signature as model.sig and its card as modelshelf-card.json,
+    which stock 'model_signing verify key DIR' checks.
     """
     registry = state.registry
     manifest = registry.get(ref)
     target = Path(dest) if dest else Path(f"{manifest.name}-{manifest.version}")
     with transfer_progress(f"pull {manifest.ref}", manifest.size) as progress:
-        registry.pull(manifest.ref, target, progress=progress)
+        registry.pull(manifest.ref, target, progress=progress, card=card)
     if as_json:
         emit_json(
             {

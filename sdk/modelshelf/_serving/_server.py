@@ -7,8 +7,9 @@ a conditional GET (304 while unchanged, so an idle fleet moves almost no bytes);
 object changes it downloads, verifies and loads every new version through the registry's
 blob cache first, and only then replaces the snapshot with one reference assignment
 (docs/design.md, invariant 4). Storage faults, an aliases object that does not validate, a
-version that does not exist and a blob that fails its sha256 all leave the last good
-snapshot in place; each distinct failure is logged once and the watcher backs off.
+version that does not exist, a blob that fails its sha256 and a version the trust policy
+refuses (unsigned, untrusted, tampered, or pickle where pickle is forbidden) all leave the
+last good snapshot in place; each distinct failure is logged once and the watcher backs off.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import string
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -36,10 +37,13 @@ from .._errors import (
     ConfigurationError,
     InvalidAliasesError,
     KeyNotFoundError,
+    PickleNotAllowedError,
 )
+from .._loaders import LoadOptions, choose_loader
 from .._refs import check_name
 from .._registry import Registry
 from .._settings import parse_float, parse_text, setting
+from .._trust import TrustPolicy
 from .._versions import joblib_entry
 from ..layout import aliases_key
 from ._recorder import Recorder
@@ -136,9 +140,15 @@ class ModelServer:
             else 60.
         server_id: Names this process in metric keys; default ``MODELSHELF_SERVER_ID``, else
             ``host-pid-random``.
-        loader: Builds a model from a verified version (see :data:`Loader`); default
-            :func:`joblib_loader`.
+        loader: Builds a model from a verified version (see :data:`Loader`); default: the
+            loader registry, which picks skops, ONNX, safetensors or (when the trust policy
+            allows pickle) joblib from the version's files or its card's ``loader``.
         metrics_window: Seconds per metrics window (the time bucket of a summary).
+        trusted_types: Types a skops file may hold beyond skops' safe defaults (your
+            decision, never the file's).
+
+    Every version is checked against the registry's trust policy (with ``serve``) before
+    its first byte is downloaded, and again at every switch.
 
     Example::
 
@@ -156,6 +166,7 @@ class ModelServer:
         server_id: str | None = None,
         loader: Loader | None = None,
         metrics_window: int = 60,
+        trusted_types: Sequence[str] = (),
     ) -> None:
         self.registry = registry
         self.name = check_name(name)
@@ -170,7 +181,8 @@ class ModelServer:
         self.server_id: str = (
             setting(server_id, "MODELSHELF_SERVER_ID", None, parse_text) or _default_server_id()
         )
-        self._loader: Loader = loader or joblib_loader
+        self._loader: Loader | None = loader
+        self.trusted_types = tuple(trusted_types)
         self.recorder = Recorder(
             registry.store, self.name, self.server_id, window_seconds=metrics_window
         )
@@ -467,14 +479,21 @@ class ModelServer:
     def _build(self, aliases: Aliases, etag: str) -> Snapshot:
         assert aliases.active is not None
         loaded = self._snapshot.models() if self._snapshot is not None else {}
-        active_model = (
-            loaded[aliases.active] if aliases.active in loaded else self._load(aliases.active)
-        )
+        policy = self.registry.trust_policy()  # once per switch, at call time
+
+        def model_for(version: str) -> Any:
+            if version not in loaded:
+                return self._load(version, policy)
+            if policy.requires("serve"):
+                # Loaded under an older policy: its signature is checked again (cheap:
+                # the manifest and the bundles, no file).
+                self.registry.trusted_version(f"{self.name}:{version}", "serve", policy=policy)
+            return loaded[version]
+
+        active_model = model_for(aliases.active)
         canary_model = None
         if aliases.canary is not None:
-            canary_model = (
-                loaded[aliases.canary] if aliases.canary in loaded else self._load(aliases.canary)
-            )
+            canary_model = model_for(aliases.canary)
         return Snapshot(
             generation=aliases.generation,
             active=aliases.active,
@@ -486,11 +505,20 @@ class ModelServer:
             etag=etag,
         )
 
-    def _load(self, version: str) -> Any:
+    def _load(self, version: str, policy: TrustPolicy) -> Any:
         started = time.perf_counter()
-        manifest = self.registry.get(f"{self.name}:{version}")
-        files = self.registry.fetch(manifest)
-        model = self._loader(manifest, files)
+        manifest = self.registry.trusted_manifest(f"{self.name}:{version}", "serve", policy=policy)
+        options = LoadOptions(allow_pickle=policy.allow_pickle, trusted_types=self.trusted_types)
+        if self._loader is None:
+            spec = choose_loader(manifest, options)  # refuses pickle before any download
+            model = spec.load(manifest, self.registry.fetch(manifest), options)
+        else:
+            if self._loader is joblib_loader and not policy.allow_pickle:
+                raise PickleNotAllowedError(
+                    f"{manifest.ref}: loader=joblib_loader unpickles and the trust policy "
+                    "forbids pickle (nothing was loaded)"
+                )
+            model = self._loader(manifest, self.registry.fetch(manifest))
         logger.info(
             "%s: loaded %s in %.2f s", self.name, manifest.ref, time.perf_counter() - started
         )

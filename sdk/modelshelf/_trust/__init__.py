@@ -1,8 +1,8 @@
 """Trust: OMS signatures of versions, signed approvals, and the trust policy.
 
-Layered above the stores and the card; below the registry facade, which calls
-:func:`~modelshelf._trust._records.resolve_policy` and the checks here at every place a
-version is loaded, pulled, served or aliased (docs/design.md, "Trust").
+Layered above the stores and versions, beside the aliases; the registry facade mixes in
+:class:`TrustOperations` and calls its checks wherever a version is loaded, pulled, served
+or aliased (docs/design.md, "Trust").
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 from ._dsse import Bundle, parse_bundle, sign_payload
 from ._folder import verify_folder
 from ._keys import KeyPair, key_id, load_private_key, load_public_key, new_key_pair, public_pem
+from ._ops import PolicyInput, TrustedVersion, TrustOperations, key_entry
 from ._policy import (
     GATES,
     ApprovalGate,
@@ -21,11 +22,7 @@ from ._policy import (
     parse_trust_policy,
 )
 from ._records import (
-    TRUST_HISTORY_PREFIX,
-    TRUST_KEY,
     PolicySource,
-    approval_key,
-    approvals_prefix,
     approve_version,
     attach_bundle,
     read_approvals,
@@ -33,8 +30,6 @@ from ._records import (
     read_stored_policy,
     resolve_policy,
     sign_version,
-    signature_key,
-    signatures_prefix,
     trust_history,
     write_policy,
 )
@@ -51,24 +46,24 @@ __all__ = [
     "GATES",
     "RESERVED_PATHS",
     "SIGNATURE_FILE",
-    "TRUST_HISTORY_PREFIX",
-    "TRUST_KEY",
     "ApprovalGate",
     "ApprovalInfo",
     "Bundle",
     "Gate",
     "KeyPair",
+    "PolicyInput",
     "PolicySource",
     "SignatureInfo",
     "SignatureRequirements",
+    "TrustOperations",
     "TrustPolicy",
+    "TrustedVersion",
     "TrustedKey",
     "Use",
-    "approval_key",
-    "approvals_prefix",
     "approve_version",
     "attach_bundle",
     "card_bytes",
+    "key_entry",
     "key_id",
     "load_private_key",
     "load_public_key",
@@ -85,8 +80,6 @@ __all__ = [
     "resolve_policy",
     "sign_payload",
     "sign_version",
-    "signature_key",
-    "signatures_prefix",
     "trust_history",
     "verify_folder",
     "write_policy",

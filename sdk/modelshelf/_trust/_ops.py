@@ -8,6 +8,7 @@ its blobs is downloaded.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +17,7 @@ from .._errors import InvalidTrustPolicyError
 from .._refs import ModelRef
 from .._stores import Store
 from .._versions import read_manifest_json
-from ._keys import load_private_key, load_public_key, public_pem
+from ._keys import PrivateKey, load_private_key, load_public_key, public_pem
 from ._policy import Gate, TrustedKey, TrustPolicy, Use, parse_trust_policy
 from ._records import (
     PolicySource,
@@ -31,7 +32,7 @@ from ._records import (
 )
 from ._verify import ApprovalInfo, SignatureInfo, require_approvals, require_signature
 
-__all__ = ["PolicyInput", "TrustOperations", "TrustedVersion"]
+__all__ = ["PolicyInput", "TrustOperations", "TrustedVersion", "key_entry"]
 
 PolicyInput = TrustPolicy | str | os.PathLike[str] | None
 """A pinned policy: the policy itself, a path to a policy file, or ``None`` (environment)."""
@@ -71,7 +72,7 @@ class TrustOperations:
     # -- the policy ------------------------------------------------------------------------
 
     def trust_policy(self) -> TrustPolicy:
-        """The policy in force now: the pinned one, ``MODELSHELF_TRUST_POLICY``, else ``trust.json``."""
+        """The policy in force: the pinned one, ``MODELSHELF_TRUST_POLICY``, else ``trust.json``."""
         return resolve_policy(self.store, self._trust_pin)[0]
 
     def trust_policy_source(self) -> tuple[TrustPolicy, PolicySource]:
@@ -158,6 +159,13 @@ class TrustOperations:
         manifest, raw = self._read(ref)
         return sign_version(self.store, manifest, raw, load_private_key(key, password))[0]
 
+    def sign_manifest(self, manifest: ModelVersion, private: PrivateKey) -> str:
+        """Sign a version just pushed with an already loaded key (``push --sign-key``)."""
+        # The stored bytes, not manifest.to_json(): an identical re-push returns a manifest
+        # read back, whose re-serialisation need not match what an older release stored.
+        _, raw = read_manifest_json(self.store, manifest.name, manifest.version)
+        return sign_version(self.store, manifest, raw, private)[0]
+
     def attach_signature(
         self,
         ref: str | ModelRef,
@@ -231,6 +239,30 @@ class TrustOperations:
     ) -> ModelVersion:
         """:meth:`trusted_version`'s manifest."""
         return self.trusted_version(ref, use, policy=policy).manifest
+
+    def guard_alias_change(
+        self, name: str, change: Callable[[Any], dict[str, Any]]
+    ) -> Callable[[Any], dict[str, Any]]:
+        """Wrap an alias change so it refuses untrusted or unapproved targets.
+
+        The policy is read once, before the change; the check runs inside the change, on
+        the state it applies to, so a retried change is checked again.
+        """
+        policy = self.trust_policy()
+        if not policy.requires("alias") and not policy.approvals:
+            return change
+
+        def guarded(current: Any) -> dict[str, Any]:
+            updates = change(current)
+            active = updates.get("active", current.active)
+            canary = updates.get("canary", current.canary)
+            if active is not None and active != current.active:
+                self.check_alias_target(name, active, "promote", policy, what="making active")
+            if canary is not None and canary != current.canary:
+                self.check_alias_target(name, canary, "canary", policy, what="starting a canary of")
+            return updates
+
+        return guarded
 
     def check_alias_target(
         self, name: str, version: str, gate: Gate, policy: TrustPolicy, *, what: str

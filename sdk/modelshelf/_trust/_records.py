@@ -26,7 +26,17 @@ from .._errors import (
     KeyNotFoundError,
     PreconditionFailedError,
 )
+from .._settings import trust_policy_setting
 from .._stores import CREATE, IfMatch, Store
+from ..layout import (
+    TRUST_HISTORY_PREFIX,
+    TRUST_POLICY_KEY,
+    approval_key,
+    approvals_prefix,
+    signature_key,
+    signatures_prefix,
+    trust_history_key,
+)
 from ._dsse import parse_bundle, sign_payload
 from ._keys import PrivateKey, PublicKey, key_id, public_pem
 from ._policy import Gate, TrustedKey, TrustPolicy, parse_trust_policy
@@ -45,12 +55,10 @@ from ._verify import (
     content_problem,
 )
 
+_SUFFIX = ".sig"  # the bundle suffix layout uses
+
 __all__ = [
-    "TRUST_HISTORY_PREFIX",
-    "TRUST_KEY",
     "PolicySource",
-    "approval_key",
-    "approvals_prefix",
     "approve_version",
     "attach_bundle",
     "read_approvals",
@@ -58,41 +66,9 @@ __all__ = [
     "read_stored_policy",
     "resolve_policy",
     "sign_version",
-    "signature_key",
-    "signatures_prefix",
     "trust_history",
     "write_policy",
 ]
-
-TRUST_KEY = "trust.json"
-TRUST_HISTORY_PREFIX = "_trust/history/"
-_SUFFIX = ".sig"
-
-
-def signatures_prefix(model: str, version: str) -> str:
-    """Where a version's signature bundles live."""
-    return f"{model}/signatures/{version}/"
-
-
-def signature_key(model: str, version: str, kid: str) -> str:
-    """Key of the bundle signed by key ``kid``."""
-    return f"{signatures_prefix(model, version)}{kid}{_SUFFIX}"
-
-
-def approvals_prefix(model: str, version: str, gate: str | None = None) -> str:
-    """Where a version's approvals (for one gate) live."""
-    base = f"{model}/approvals/{version}/"
-    return f"{base}{gate}/" if gate else base
-
-
-def approval_key(model: str, version: str, gate: str, kid: str) -> str:
-    """Key of one approval."""
-    return f"{approvals_prefix(model, version, gate)}{kid}{_SUFFIX}"
-
-
-def _trust_history_key(generation: int) -> str:
-    return f"{TRUST_HISTORY_PREFIX}{generation:012d}.json"
-
 
 # -- signatures --------------------------------------------------------------------------
 
@@ -276,11 +252,11 @@ def read_stored_policy(store: Store) -> tuple[TrustPolicy, str | None]:
         InvalidTrustPolicyError: It exists but does not validate.
     """
     try:
-        obj = store.get(TRUST_KEY)
+        obj = store.get(TRUST_POLICY_KEY)
     except KeyNotFoundError:
         return TrustPolicy(), None
     assert obj is not None
-    return parse_trust_policy(obj.data, f"{store.uri}/{TRUST_KEY}"), obj.etag
+    return parse_trust_policy(obj.data, f"{store.uri}/{TRUST_POLICY_KEY}"), obj.etag
 
 
 def resolve_policy(
@@ -294,21 +270,13 @@ def resolve_policy(
     """
     if isinstance(pinned, TrustPolicy):
         return pinned, PolicySource("pinned by the caller")
-    path = _pinned_path(pinned)
+    path = trust_policy_setting(pinned)
     if path is not None:
         return _read_pinned(path), PolicySource(f"pinned file {path}")
     policy, etag = read_stored_policy(store)
     if etag is None:
         return policy, PolicySource("default (no trust.json in the registry)")
-    return policy, PolicySource(f"{store.uri}/{TRUST_KEY} generation {policy.generation}")
-
-
-def _pinned_path(pinned: str | os.PathLike[str] | None) -> Path | None:
-    # argument, then environment; resolved on every call so a changed pin takes effect
-    if pinned is not None:
-        return Path(pinned)
-    text = os.environ.get("MODELSHELF_TRUST_POLICY")
-    return Path(text) if text else None
+    return policy, PolicySource(f"{store.uri}/{TRUST_POLICY_KEY} generation {policy.generation}")
 
 
 def _read_pinned(path: Path) -> TrustPolicy:
@@ -349,7 +317,7 @@ def write_policy(
     )
     data = record.to_json()
     try:
-        store.put(_trust_history_key(target), data, mode=CREATE)
+        store.put(trust_history_key(target), data, mode=CREATE)
     except PreconditionFailedError:
         _roll_forward(store, target, etag)
         raise PreconditionFailedError(
@@ -357,7 +325,7 @@ def write_policy(
             "it and apply the change again"
         ) from None
     try:
-        store.put(TRUST_KEY, data, mode=IfMatch(etag) if etag else CREATE)
+        store.put(TRUST_POLICY_KEY, data, mode=IfMatch(etag) if etag else CREATE)
     except PreconditionFailedError:
         # Someone rolled our claimed record forward for us, or raced past it.
         now, _ = read_stored_policy(store)
@@ -370,12 +338,12 @@ def _roll_forward(store: Store, generation: int, etag: str | None) -> None:
     # A writer that died between its claim and the swap leaves the claim as the truth;
     # finishing it keeps every stored policy in the history.
     try:
-        obj = store.get(_trust_history_key(generation))
+        obj = store.get(trust_history_key(generation))
     except KeyNotFoundError:
         return
     assert obj is not None
     try:
-        store.put(TRUST_KEY, obj.data, mode=IfMatch(etag) if etag else CREATE)
+        store.put(TRUST_POLICY_KEY, obj.data, mode=IfMatch(etag) if etag else CREATE)
     except PreconditionFailedError:
         pass  # already rolled forward, or moved on
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from ._cache import BlobCache, default_cache_dir
 from ._fetch import Fetcher, joblib_entry
 from ._gc import GcPlan, parse_age, plan_gc, run_gc
-from ._manifests import list_versions, read_manifest
+from ._manifests import list_versions, read_manifest, read_manifest_json
 from ._push import Pusher
 from ._sources import JOBLIB_NAME, SourceFile, collect_source
 
@@ -27,5 +27,6 @@ __all__ = [
     "parse_age",
     "plan_gc",
     "read_manifest",
+    "read_manifest_json",
     "run_gc",
 ]

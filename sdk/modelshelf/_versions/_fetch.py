@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -79,8 +79,18 @@ class Fetcher:
         self._parallel(manifest, one)
         return {entry.path: found[entry.path] for entry in manifest.files}
 
-    def pull(self, manifest: ModelVersion, dest: Path, progress: Progress | None = None) -> None:
+    def pull(
+        self,
+        manifest: ModelVersion,
+        dest: Path,
+        progress: Progress | None = None,
+        *,
+        extras: Mapping[str, bytes] | None = None,
+    ) -> None:
         """Write a version's files into ``dest``, each verified before any is placed.
+
+        ``extras`` are more files (the signature and the card beside a signed version's
+        files), placed with them.
 
         Raises:
             IntegrityError: A blob is corrupt, or the manifest names a path outside the
@@ -105,11 +115,13 @@ class Fetcher:
                 self.cache.fetch_into(self.store, key, entry.sha256, entry.size, out, progress)
 
             self._parallel(manifest, one)
+            for name, data in (extras or {}).items():
+                (staging / name).write_bytes(data)
             dest.mkdir(parents=True, exist_ok=True)
-            for entry in manifest.files:
-                out = dest / entry.path
+            for path in [*(entry.path for entry in manifest.files), *(extras or {})]:
+                out = dest / path
                 out.parent.mkdir(parents=True, exist_ok=True)
-                shutil.move(staging / entry.path, out)
+                shutil.move(staging / path, out)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 

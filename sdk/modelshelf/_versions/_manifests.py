@@ -13,7 +13,7 @@ from .._refs import check_name, parse_version, version_sort_key
 from .._stores import Store
 from ..layout import manifest_key, version_of_manifest_key, versions_prefix
 
-__all__ = ["list_versions", "read_manifest"]
+__all__ = ["list_versions", "read_manifest", "read_manifest_json"]
 
 
 def list_versions(store: Store, name: str) -> list[str]:
@@ -39,6 +39,16 @@ def read_manifest(store: Store, name: str, version: str) -> ModelVersion:
         ModelNotFoundError: The model has no versions at all.
         VersionNotFoundError: This version is not committed (the message lists the newest).
     """
+    return read_manifest_json(store, name, version)[0]
+
+
+def read_manifest_json(store: Store, name: str, version: str) -> tuple[ModelVersion, bytes]:
+    """The manifest of ``name:version`` and the bytes it was parsed from (what is signed).
+
+    Raises:
+        ModelNotFoundError: The model has no versions at all.
+        VersionNotFoundError: This version is not committed (the message lists the newest).
+    """
     try:
         obj = store.get(manifest_key(name, version))
     except KeyNotFoundError as exc:
@@ -50,4 +60,4 @@ def read_manifest(store: Store, name: str, version: str) -> ModelVersion:
             f"known versions: {', '.join(known[-5:])}"
         ) from exc
     assert obj is not None
-    return ModelVersion.model_validate_json(obj.data)
+    return ModelVersion.model_validate_json(obj.data), obj.data
