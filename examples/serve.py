@@ -106,7 +106,9 @@ def create_app(
         name = model or os.environ.get("MODELSHELF_MODEL") or "iris"
         # start() loads the active version before the first request is accepted and raises
         # a clear error (no active alias, unreachable store) instead of serving nothing.
-        server = ModelServer(reg, name, **server_options).start()
+        # The types examples/iris.py reviewed for its skops files (joblib versions need none).
+        options = {"trusted_types": ["sklearn.tree._tree.Tree"], **server_options}
+        server = ModelServer(reg, name, **options).start()
         app.state.server = server
         try:
             yield

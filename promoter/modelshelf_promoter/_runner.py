@@ -74,6 +74,7 @@ from modelshelf import (
     PromotionConflictError,
     Registry,
     Store,
+    TrustError,
     canonical_json,
     check_name,
     layout,
@@ -117,7 +118,7 @@ __all__ = [
 
 logger = logging.getLogger("modelshelf.promoter")
 
-Status = Literal["no_canary", "decided", "conflict", "error"]
+Status = Literal["no_canary", "decided", "conflict", "refused", "error"]
 _ALIAS_ACTION: dict[str, Literal["set_ratio", "promote", "abort_canary"]] = {
     "advance": "set_ratio",
     "promote": "promote",
@@ -138,7 +139,9 @@ class ModelRun(BaseModel):
     Attributes:
         status: ``no_canary`` (nothing to judge), ``decided`` (the decision was applied or
             needed no change), ``conflict`` (another writer moved the aliases first; nothing
-            changed) or ``error`` (see ``error``).
+            changed), ``refused`` (the trust policy refused the change, e.g. a promotion
+            that lacks its signed approvals; nothing changed, the next run tries again) or
+            ``error`` (see ``error``).
         action: The judge's decision, when one was made.
         applied: Whether an alias change was made.
         generation: The aliases generation judged; ``new_generation`` the one written.
@@ -183,10 +186,11 @@ class DecisionRecord(BaseModel):
     active: str
     canary: str
     decision: Decision
-    outcome: Literal["applied", "no_change", "conflict"]
+    outcome: Literal["applied", "no_change", "conflict", "refused"]
     alias_action: str | None = None
     new_generation: int | None = None
     conflict: str | None = None
+    refusal: str | None = None
     policy_source: Literal["stored", "default"]
     read: ReadReport
     active_stats: ArmStats
@@ -382,16 +386,21 @@ class Promoter:
         key = self._decision_key(name, now, aliases.generation)
         policy_source: Literal["stored", "default"] = "stored" if policy_etag else "default"
 
-        outcome: Literal["applied", "no_change", "conflict"] = "no_change"
+        outcome: Literal["applied", "no_change", "conflict", "refused"] = "no_change"
         alias_action = _ALIAS_ACTION.get(decision.action)
         applied: Aliases | None = None
         conflict: str | None = None
+        refusal: str | None = None
         if alias_action is not None:
             try:
                 applied = self._apply(name, aliases, decision, alias_action, key)
                 outcome = "applied"
             except PromotionConflictError as exc:
                 outcome, conflict = "conflict", str(exc)
+            except TrustError as exc:
+                # The trust policy's gate (a signature, approvals) is not met yet: nothing
+                # changed; the record says why and the next run decides again.
+                outcome, refusal = "refused", f"{type(exc).__name__}: {exc}"
 
         if applied is not None and alias_action == "set_ratio":
             # The next run then finds the new step's start without reading the history.
@@ -407,6 +416,7 @@ class Promoter:
             alias_action=alias_action,
             new_generation=applied.generation if applied else None,
             conflict=conflict,
+            refusal=refusal,
             policy_source=policy_source,
             read=report,
             active_stats=active_stats,
@@ -422,10 +432,20 @@ class Promoter:
         )
         return ModelRun(
             model=name,
-            status="conflict" if outcome == "conflict" else "decided",
+            status=(
+                "conflict"
+                if outcome == "conflict"
+                else "refused"
+                if outcome == "refused"
+                else "decided"
+            ),
             action=decision.action,
             applied=outcome == "applied",
-            reason=decision.reason if conflict is None else f"{decision.reason} [{conflict}]",
+            reason=(
+                f"{decision.reason} [{conflict or refusal}]"
+                if conflict or refusal
+                else decision.reason
+            ),
             generation=aliases.generation,
             new_generation=applied.generation if applied else None,
             active=aliases.active,

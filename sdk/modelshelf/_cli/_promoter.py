@@ -61,9 +61,11 @@ def _describe(run: ModelRun) -> str:
     move = ""
     if run.action == "advance":
         move = f" {run.ratio:g} -> {run.next_ratio:g}"
-    outcome = {"decided": "applied" if run.applied else "no change", "conflict": "conflict"}[
-        run.status
-    ]
+    outcome = {
+        "decided": "applied" if run.applied else "no change",
+        "conflict": "conflict",
+        "refused": "refused by the trust policy",
+    }[run.status]
     fetched = f", {run.read.fetched} new metric objects" if run.read is not None else ""
     corrupt = (
         f", {len(run.read.corrupt)} corrupt skipped"
