@@ -1,7 +1,7 @@
 """Shared pieces of the benchmarks that run against SeaweedFS.
 
 - :func:`seaweedfs` starts ``weed mini`` on 127.0.0.1 through the test suite's own starter
-  (``tests/_servers.py``: free ports, an S3 identity file, telemetry off, data in a temp
+  (``tests/support/servers.py``: free ports, an S3 identity file, telemetry off, data in a temp
   folder, stopped by its PID) and creates a bucket;
 - :func:`cpu_seconds` reads a process's CPU time, so a run can tell the server's work from
   the client's on a machine whose other load makes wall times noisy;
@@ -89,7 +89,7 @@ class Server:
 def _servers_module() -> ModuleType:
     # Loaded by path: the test helpers are not an installed package, and a stray `tests`
     # package in site-packages must not shadow them.
-    path = ROOT / "tests" / "_servers.py"
+    path = ROOT / "tests" / "support" / "servers.py"
     spec = importlib.util.spec_from_file_location("_modelshelf_test_servers", path)
     if spec is None or spec.loader is None:
         raise RuntimeError(f"cannot load the SeaweedFS starter from {path}")

@@ -272,8 +272,8 @@ class CountingStore:
     def put(self, key: str, data: bytes, *, mode: PutMode = CREATE) -> str:
         return self.inner.put(key, data, mode=mode)
 
-    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        return self.inner.list(prefix)
+    def list(self, prefix: str = "", **kwargs: Any) -> Iterator[ObjectInfo]:
+        return self.inner.list(prefix, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)

@@ -96,9 +96,9 @@ class CountingStore:
         self._check()
         return self.inner.get_file(key, dest, **kwargs)
 
-    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+    def list(self, prefix: str = "", **kwargs: Any) -> Iterator[ObjectInfo]:
         self._check()
-        return self.inner.list(prefix)
+        return self.inner.list(prefix, **kwargs)
 
     def delete(self, key: str) -> None:
         self._check()

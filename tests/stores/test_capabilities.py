@@ -61,9 +61,11 @@ class PlainStore:
         self.calls.append("get_file")
         return self.inner.get_file(key, dest, progress=progress)
 
-    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+    def list(
+        self, prefix: str = "", *, start_after: str | None = None, limit: int | None = None
+    ) -> Iterator[ObjectInfo]:
         self.calls.append("list")
-        return self.inner.list(prefix)
+        return self.inner.list(prefix, start_after=start_after, limit=limit)
 
     def delete(self, key: str) -> None:
         self.calls.append("delete")

@@ -160,6 +160,32 @@ def test_listing_past_one_page_in_key_order(store: Store) -> None:
     assert list(store.list("nothing/")) == [], "an unknown prefix lists nothing"
 
 
+
+def test_listing_after_a_key_and_up_to_a_limit(store: Store) -> None:
+    keys = [f"m/history/{g:012d}.json" for g in range(1, 1206)]
+    with cf.ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda k: store.put(k, b"r"), [*keys, "m/aliases.json", "n/history/x"]))
+
+    after = [i.key for i in store.list("m/history/", start_after=keys[99])]
+    assert after == keys[100:], "start_after must list exactly the keys after it, past a page"
+    assert [i.key for i in store.list("m/history/", start_after=keys[-1])] == [], (
+        "nothing sorts after the last key"
+    )
+    between = "m/history/000000000050.json~"  # not a key: still a position
+    assert [i.key for i in store.list("m/history/", start_after=between)] == keys[50:]
+    assert [i.key for i in store.list("m/history/", start_after="a")] == keys, (
+        "a position before the prefix lists the whole prefix"
+    )
+    assert [i.key for i in store.list("m/history/", limit=3)] == keys[:3], "limit: the first n"
+    assert [i.key for i in store.list("m/history/", start_after=keys[1100], limit=2)] == (
+        keys[1101:1103]
+    ), "limit and start_after combine"
+    assert len(list(store.list("m/history/", limit=1200))) == 1200, "a limit above one page"
+    assert [i.key for i in store.list("m/", start_after="m/b")] == keys, (
+        "keys sorting before start_after (m/aliases.json) are never listed"
+    )
+
+
 # -- files --------------------------------------------------------------------------------
 
 

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from ._log import (
-    apply_change,
+from ._history import (
+    find_active_change,
     iter_history_newest_first,
-    read_aliases,
+    newest_generation,
     read_history,
-    resolve_alias,
-    rollback_target,
+    read_record,
+    read_records,
     served_at,
+    served_at_search,
 )
+from ._log import apply_change, next_state, read_aliases, resolve_alias
 from ._ops import AliasOperations
 from ._state import AliasAction, Aliases, HistoryRecord, ServedVersion, parse_aliases
 
@@ -21,11 +23,16 @@ __all__ = [
     "HistoryRecord",
     "ServedVersion",
     "apply_change",
+    "find_active_change",
     "iter_history_newest_first",
+    "newest_generation",
+    "next_state",
     "parse_aliases",
     "read_aliases",
     "read_history",
+    "read_record",
+    "read_records",
     "resolve_alias",
-    "rollback_target",
     "served_at",
+    "served_at_search",
 ]

@@ -13,8 +13,8 @@ N's ``state``, and every state a server could ever read from ``aliases.json`` ha
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Iterable, Iterator
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
@@ -32,18 +32,10 @@ from .._errors import (
 )
 from .._refs import check_name, version_sort_key
 from .._stores import CREATE, IfMatch, Store
-from ..layout import aliases_key, history_key, history_prefix, manifest_key
-from ._state import AliasAction, Aliases, HistoryRecord, ServedVersion, parse_aliases
+from ..layout import aliases_key, history_key, manifest_key
+from ._state import AliasAction, Aliases, HistoryRecord, parse_aliases
 
-__all__ = [
-    "apply_change",
-    "iter_history_newest_first",
-    "read_aliases",
-    "read_history",
-    "resolve_alias",
-    "rollback_target",
-    "served_at",
-]
+__all__ = ["apply_change", "next_state", "read_aliases", "resolve_alias"]
 
 _MAX_ATTEMPTS = 200
 
@@ -124,22 +116,7 @@ def apply_change(
             )
         updates = change(current)
         now = utcnow()
-        try:
-            state = Aliases.model_validate(
-                {
-                    **current.model_dump(),
-                    **updates,
-                    "generation": current.generation + 1,
-                    "salt": current.salt or secrets.token_hex(8),
-                    "updated_at": now,
-                    "updated_by": user,
-                    "reason": reason,
-                }
-            )
-        except ValidationError as exc:
-            raise InvalidAliasesError(
-                f"refused alias change on {name!r}: {exc.errors()[0]['msg']}"
-            ) from exc
+        state = next_state(name, current, updates, user=user, reason=reason, now=now)
         _check_versions(store, name, state, allow_major)
         record = HistoryRecord(
             generation=state.generation,
@@ -174,6 +151,53 @@ def apply_change(
     )
 
 
+def next_state(
+    name: str,
+    current: Aliases,
+    updates: dict[str, Any],
+    *,
+    user: str,
+    reason: str | None,
+    now: datetime,
+) -> Aliases:
+    """The state generation N+1 installs: ``current`` with ``updates``, stamped.
+
+    Pure, so that tools building a history (the scale benchmark) write exactly the states
+    this log writes. Maintains the rollback back-pointer ``active_since``
+    (docs/design.md, "Scale: indexes and hints"): the new generation when ``active``
+    changes, else the trusted pointer carried forward, else none (a walk finds it).
+
+    Raises:
+        InvalidAliasesError: The new state breaks a rule.
+    """
+    generation = current.generation + 1
+    try:
+        state = Aliases.model_validate(
+            {
+                **current.model_dump(),
+                **updates,
+                "generation": generation,
+                "salt": current.salt or secrets.token_hex(8),
+                "updated_at": now,
+                "updated_by": user,
+                "reason": reason,
+            }
+        )
+    except ValidationError as exc:
+        raise InvalidAliasesError(
+            f"refused alias change on {name!r}: {exc.errors()[0]['msg']}"
+        ) from exc
+    if state.active is None:
+        since = None
+    elif state.active != current.active:
+        since = generation
+    else:
+        since = current.trusted_active_since()
+    return state.model_copy(
+        update={"active_since": since, "active_since_at": generation if since else None}
+    )
+
+
 def _check_versions(store: Store, name: str, state: Aliases, allow_major: bool) -> None:
     for role in ("active", "canary"):
         version = getattr(state, role)
@@ -199,18 +223,6 @@ def _check_versions(store: Store, name: str, state: Aliases, allow_major: bool) 
         )
 
 
-def read_history(store: Store, name: str) -> list[HistoryRecord]:
-    """Every alias change of ``name``, oldest first."""
-    check_name(name)
-    prefix = history_prefix(name)
-    records = []
-    for info in store.list(prefix):
-        obj = store.get(info.key)
-        assert obj is not None
-        records.append(HistoryRecord.model_validate_json(obj.data))
-    return sorted(records, key=lambda r: r.generation)
-
-
 def resolve_alias(store: Store, name: str, alias: str) -> str:
     """The version an alias points at.
 
@@ -225,68 +237,3 @@ def resolve_alias(store: Store, name: str, alias: str) -> str:
             f"({'set it with modelshelf alias set' if alias == 'active' else 'no canary running'})"
         )
     return str(version)
-
-
-def iter_history_newest_first(store: Store, name: str) -> Iterator[HistoryRecord]:
-    """History records newest first, read lazily (rollback rarely looks far back)."""
-    keys = [info.key for info in store.list(history_prefix(check_name(name)))]
-    for key in reversed(keys):
-        obj = store.get(key)
-        assert obj is not None
-        yield HistoryRecord.model_validate_json(obj.data)
-
-
-def rollback_target(records_newest_first: Iterable[HistoryRecord], current: Aliases) -> str:
-    """The version that was active before the current active one took over.
-
-    Raises:
-        InvalidAliasesError: Nothing was active before.
-    """
-    for record in records_newest_first:
-        before = record.previous.active if record.previous else None
-        if record.state.active == current.active and before != current.active:
-            if before is None:
-                break
-            return before
-    raise InvalidAliasesError(
-        f"nothing to roll back to: {current.active} is the first active version"
-    )
-
-
-def served_at(
-    records: list[HistoryRecord], when: datetime, grace: timedelta
-) -> list[ServedVersion]:
-    """Versions that could have served at ``when``.
-
-    A state is live from its record's time until the next record's time plus ``grace``
-    (the fleet's poll interval plus load time: a server keeps the old state that long).
-    """
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    found: dict[tuple[str, str], ServedVersion] = {}
-    for i, record in enumerate(records):
-        start = record.when
-        end = records[i + 1].when + grace if i + 1 < len(records) else None
-        if start <= when and (end is None or when < end):
-            state = record.state
-            if state.active:
-                found.setdefault(
-                    (state.active, "active"),
-                    ServedVersion(
-                        version=state.active,
-                        role="active",
-                        generation=state.generation,
-                        ratio=1.0 - state.ratio,
-                    ),
-                )
-            if state.canary and state.ratio > 0:
-                found.setdefault(
-                    (state.canary, "canary"),
-                    ServedVersion(
-                        version=state.canary,
-                        role="canary",
-                        generation=state.generation,
-                        ratio=state.ratio,
-                    ),
-                )
-    return list(found.values())

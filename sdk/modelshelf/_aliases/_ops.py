@@ -7,18 +7,16 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from .._card import utcnow
-from .._errors import InvalidAliasesError
+from .._errors import InvalidAliasesError, InvalidInputError
 from .._refs import check_name, parse_version
 from .._stores import Store
-from ._log import (
-    apply_change,
+from ._history import (
+    find_active_change,
     iter_history_newest_first,
-    read_aliases,
     read_history,
-    resolve_alias,
-    rollback_target,
-    served_at,
+    served_at_search,
 )
+from ._log import apply_change, read_aliases, resolve_alias
 from ._state import AliasAction, Aliases, HistoryRecord, ServedVersion
 
 __all__ = ["AliasOperations"]
@@ -49,9 +47,15 @@ class AliasOperations:
         """The current aliases of ``name`` (all empty, generation 0, when never set)."""
         return read_aliases(self.store, check_name(name))[0]
 
-    def history(self, name: str) -> list[HistoryRecord]:
-        """Every alias change of ``name``, oldest first."""
-        return read_history(self.store, name)
+    def history(self, name: str, *, limit: int | None = None) -> list[HistoryRecord]:
+        """Alias changes of ``name``, oldest first: every one, or the newest ``limit``.
+
+        Records are read by generation number in parallel, so ``limit=10`` costs about a
+        dozen requests however long the history is.
+        """
+        if limit is not None and limit < 1:
+            raise InvalidInputError(f"limit must be 1 or more, not {limit}")
+        return read_history(self.store, name, limit=limit)
 
     def iter_history(self, name: str, *, newest_first: bool = True) -> Iterator[HistoryRecord]:
         """Alias changes of ``name`` read lazily, newest first by default.
@@ -185,8 +189,13 @@ class AliasOperations:
         """
 
         def change(current: Aliases) -> dict[str, Any]:
-            target = rollback_target(iter_history_newest_first(self.store, name), current)
-            return {"active": target, "canary": None, "ratio": 0.0, "canary_started_at": None}
+            took_over = find_active_change(self.store, name, current)
+            before = took_over.previous.active if took_over and took_over.previous else None
+            if before is None:
+                raise InvalidAliasesError(
+                    f"nothing to roll back to: {current.active} is the first active version"
+                )
+            return {"active": before, "canary": None, "ratio": 0.0, "canary_started_at": None}
 
         return self._apply(name, "rollback", change, reason, expect_generation, allow_major=True)
 
@@ -201,7 +210,7 @@ class AliasOperations:
             grace: How long a server may keep serving a replaced state (poll interval plus
                 load time); the default suits the serving client's defaults.
         """
-        return served_at(self.history(name), when, grace)
+        return served_at_search(self.store, check_name(name), when, grace)
 
     def resolve_alias(self, name: str, alias: str) -> str:
         """The version ``alias`` (``active`` or ``canary``) of ``name`` points at.

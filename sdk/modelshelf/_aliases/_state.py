@@ -37,6 +37,12 @@ class Aliases(BaseModel):
     updated_at: datetime | None = None
     updated_by: str | None = None
     reason: str | None = None
+    # The back-pointer of rollback (docs/design.md, "Scale: indexes and hints"): the
+    # generation whose change made ``active`` what it is. Trusted only when
+    # ``active_since_at == generation``: a writer that does not maintain it copies both
+    # fields forward unchanged, which this equality exposes.
+    active_since: int | None = Field(default=None, ge=1)
+    active_since_at: int | None = Field(default=None, ge=1)
 
     @model_validator(mode="after")
     def _consistent(self) -> Aliases:
@@ -58,6 +64,12 @@ class Aliases(BaseModel):
     def to_json(self) -> bytes:
         """Canonical bytes (sorted keys)."""
         return canonical_json(self.model_dump(mode="json"))
+
+    def trusted_active_since(self) -> int | None:
+        """``active_since`` when this state's writer maintained it, else ``None``."""
+        if self.active_since is None or self.active_since_at != self.generation:
+            return None
+        return self.active_since if self.active_since <= self.generation else None
 
 
 def parse_aliases(data: bytes, source: str = "aliases.json") -> Aliases:

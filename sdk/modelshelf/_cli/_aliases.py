@@ -246,9 +246,7 @@ def _record_json(record: HistoryRecord) -> dict[str, Any]:
 @pass_state
 def history_command(app: AppState, name: str, limit: int | None, as_json: bool) -> None:
     """Every alias change of a model, oldest first: who, when, why, what."""
-    records = app.registry.history(name)
-    if limit is not None:
-        records = records[-limit:]
+    records = app.registry.history(name, limit=limit)
     if as_json:
         emit_json({"model": name, "history": [_record_json(r) for r in records]})
         return

@@ -268,7 +268,9 @@ class LocalStore:
             raise KeyNotFoundError(f"no object {key!r} in {self.uri}") from exc
 
     @_translated_iter("listing")
-    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+    def list(
+        self, prefix: str = "", *, start_after: str | None = None, limit: int | None = None
+    ) -> Iterator[ObjectInfo]:
         base = self._root / prefix.rsplit("/", 1)[0] if "/" in prefix else self._root
         if not base.is_dir():
             return iter(())
@@ -282,7 +284,10 @@ class LocalStore:
                 if key.startswith(prefix):
                     found.append((key, Path(dirpath) / name))
         found.sort(key=lambda item: item[0].encode())
-        return _infos(found)
+        if start_after is not None:
+            after = start_after.encode()
+            found = [item for item in found if item[0].encode() > after]
+        return _infos(found, limit)
 
     @_translated("listing")
     def list_folders(self, prefix: str = "") -> builtins.list[str]:
@@ -445,12 +450,16 @@ class LocalStore:
             parent = parent.parent
 
 
-def _infos(found: list[tuple[str, Path]]) -> Iterator[ObjectInfo]:
+def _infos(found: list[tuple[str, Path]], limit: int | None = None) -> Iterator[ObjectInfo]:
+    given = 0
     for key, path in found:
+        if limit is not None and given >= limit:
+            return
         try:
             st = path.stat()
         except FileNotFoundError:
             continue  # deleted while we listed
+        given += 1
         yield ObjectInfo(key, st.st_size, _etag(st), datetime.fromtimestamp(st.st_mtime, UTC))
 
 

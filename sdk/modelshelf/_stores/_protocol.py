@@ -147,8 +147,20 @@ class Store(Protocol):
         """Download an object into ``dest`` (created or truncated)."""
         ...
 
-    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        """Objects whose keys start with ``prefix``, in key order."""
+    def list(
+        self, prefix: str = "", *, start_after: str | None = None, limit: int | None = None
+    ) -> Iterator[ObjectInfo]:
+        """Objects whose keys start with ``prefix``, in key order.
+
+        Args:
+            prefix: Only keys starting with this.
+            start_after: Only keys that sort after this one (UTF-8 byte order), as S3's
+                ``StartAfter``: a reader that knows where it stopped lists only what is new.
+                Exact for keys in one folder level (``a/b/{k}``), which is how the registry
+                uses it (docs/design.md, "Stores").
+            limit: At most this many objects (the first ones in key order); S3 asks for one
+                page of that size, so a bounded question costs one request.
+        """
         ...
 
     def delete(self, key: str) -> None:

@@ -414,13 +414,18 @@ class S3Store:
             last_modified=response.get("LastModified"),
         )
 
-    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+    def list(
+        self, prefix: str = "", *, start_after: str | None = None, limit: int | None = None
+    ) -> Iterator[ObjectInfo]:
         root = f"{self._prefix}/" if self._prefix else ""
         # S3 lists in UTF-8 byte order, but some S3-compatibles (SeaweedFS) walk folders
         # and give 'a/b/c' before 'a/b-c'; sorting here makes every backend agree.
-        found = builtins.list(self._list(root, prefix))
+        found = builtins.list(self._list(root, prefix, start_after, limit))
+        if start_after is not None:
+            after = start_after.encode()
+            found = [info for info in found if info.key.encode() > after]
         found.sort(key=lambda info: info.key.encode())
-        return iter(found)
+        return iter(found if limit is None else found[:limit])
 
     def list_folders(self, prefix: str = "") -> builtins.list[str]:
         """Names of the immediate "folders" under ``prefix`` (a delimiter listing)."""
@@ -483,10 +488,17 @@ class S3Store:
             )
         return len(stale)
 
-    def _list(self, root: str, prefix: str) -> Iterator[ObjectInfo]:
+    def _list(
+        self, root: str, prefix: str, start_after: str | None, limit: int | None
+    ) -> Iterator[ObjectInfo]:
         token: str | None = None
+        seen = 0
         while True:
             kwargs: dict[str, Any] = {"Bucket": self._bucket, "Prefix": root + prefix}
+            if start_after is not None:
+                kwargs["StartAfter"] = root + start_after
+            if limit is not None:
+                kwargs["MaxKeys"] = max(1, min(limit, 1000))
             if token:
                 kwargs["ContinuationToken"] = token
             page: dict[str, Any] = self._with_retries(
@@ -494,6 +506,7 @@ class S3Store:
                 functools.partial(self._client.list_objects_v2, **kwargs),
             )
             for item in page.get("Contents", ()):
+                seen += 1
                 yield ObjectInfo(
                     key=item["Key"][len(root) :],
                     size=int(item["Size"]),
@@ -502,6 +515,8 @@ class S3Store:
                 )
             token = page.get("NextContinuationToken")
             if not page.get("IsTruncated") or not token:
+                return
+            if limit is not None and seen >= limit:
                 return
 
     def get_file(
