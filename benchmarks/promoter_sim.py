@@ -21,7 +21,8 @@ Scenarios (the issue's): healthy canaries (A/A) at 20, 200, 2,000 and 100,000 re
 minute, with a shared error burst (errors x10 on both arms for 5 minutes, one every 4 hours
 on average), with one bad client (3% of the traffic, 20% errors, sticky), at the margin's
 edge; a 1.5x error regression and a p99-only x1.5 regression (p95 unchanged) at every
-traffic level; 1% -> 3% errors; heavy (Pareto) tails with p99 x1.5; a low base rate
+traffic level; p99 x1.3, between the tolerance and materially worse, where either outcome
+is allowed; 1% -> 3% errors; heavy (Pareto) tails with p99 x1.5; a low base rate
 (0 -> 0.1% errors); and one of four servers reporting canary counts x100, with the reader's
 checks and, for scale, without them.
 
@@ -620,6 +621,12 @@ def scenarios() -> list[Scenario]:
         out.append(Scenario("errors 1.5x", rpm=rpm, canary_error=0.015, harmful=True))
     for rpm in (20, 200, 2000, 100_000):
         out.append(Scenario("p99 x1.5 only", rpm=rpm, canary_latency=p99_only, harmful=True))
+    # Between the tolerance (1.2x) and materially worse (1.5x): either outcome is allowed.
+    p99_13 = tail_stretch(base, p95, 1.0 + math.log(1.3) / (0.5 * (Z99 - Z95)))
+    for rpm in (200, 2000):
+        out.append(
+            Scenario("p99 x1.3 (indifference)", rpm=rpm, canary_latency=p99_13, harmful=True)
+        )
     out += [
         Scenario("errors 1% -> 3%", rpm=200, canary_error=0.03, harmful=True),
         Scenario(
