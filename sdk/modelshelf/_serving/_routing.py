@@ -68,7 +68,11 @@ class Snapshot:
 
 
 def choose(
-    snapshot: Snapshot, key: str | bytes | None = None, rng: random.Random | None = None
+    snapshot: Snapshot,
+    key: str | bytes | None = None,
+    rng: random.Random | None = None,
+    *,
+    point: float | None = None,
 ) -> tuple[str, Any]:
     """Pick the arm for one request.
 
@@ -76,13 +80,16 @@ def choose(
         snapshot: The routing state.
         key: A request key for sticky routing; ``None`` draws at random.
         rng: The random source for keyless requests (default: the ``random`` module).
+        point: The key's route point when the caller already has it (saves a hash).
 
     Returns:
         ``(version, model)``.
     """
     if snapshot.canary is None or snapshot.ratio <= 0.0:
         return snapshot.active, snapshot.active_model
-    if key is None:
+    if point is not None:
+        pass
+    elif key is None:
         point = rng.random() if rng is not None else random.random()
     else:
         point = route_point(snapshot.salt, key)

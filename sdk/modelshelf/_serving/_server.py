@@ -343,12 +343,12 @@ class ModelServer:
             raise AliasNotSetError(
                 f"{self.name}: no version loaded yet ({self._last_error or 'still loading'})"
             )
-        version, model = choose(snapshot, key, self._rng)
         point = (
             route_point(snapshot.salt, key)
             if key is not None and snapshot.canary is not None
             else None
         )
+        version, model = choose(snapshot, key, self._rng, point=point)
         routing = {"route_point": point, "ratio": snapshot.ratio if snapshot.canary else None}
         call = getattr(model, method) if isinstance(method, str) else None
         start = time.perf_counter()
