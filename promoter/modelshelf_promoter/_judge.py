@@ -62,6 +62,7 @@ __all__ = [
     "CANARY_ALPHA_SHARE",
     "DEFAULT_ROUTE_BUCKETS",
     "HOLD_ALPHA",
+    "MAX_SERVERS_LISTED",
     "Action",
     "ArmReport",
     "Decision",
@@ -75,6 +76,8 @@ HOLD_ALPHA = 0.25
 """Level of the latency hold's bounds (per quantile): a hold only delays, it never ends."""
 CANARY_ALPHA_SHARE = 0.75
 """Share of a latency test's level spent on the canary's bound (see ``latency_test``)."""
+MAX_SERVERS_LISTED = 200
+"""Servers listed in a decision: every left-out one, then the busiest."""
 DEFAULT_ROUTE_BUCKETS = ROUTE_BUCKETS
 """Route buckets assumed for windows whose objects do not say (the recorder's default)."""
 
@@ -161,6 +164,7 @@ class Decision(BaseModel):
     step: StepReport | None = None
     holds: list[str] = Field(default_factory=list)
     servers: list[ServerReport] = Field(default_factory=list)
+    servers_total: int = 0
     excluded_servers: list[str] = Field(default_factory=list)
 
 
@@ -381,6 +385,10 @@ def judge(
         ),
     )
     left_out = [r.server_id for r in servers if r.excluded]
+    # Every left-out server, then the busiest others: a fleet of thousands stays readable.
+    listed = sorted(
+        servers, key=lambda r: (not r.excluded, -(r.active_requests + r.canary_requests))
+    )[:MAX_SERVERS_LISTED]
     note = f" [left out: {', '.join(left_out)}]" if left_out else ""
 
     action: Action
@@ -466,6 +474,7 @@ def judge(
         gate=gate,
         step=step,
         holds=[_label(t.quantile) for t in held],
-        servers=list(servers),
+        servers=listed,
+        servers_total=len(servers),
         excluded_servers=left_out,
     )

@@ -299,7 +299,8 @@ class ReadReport(BaseModel):
     seconds: float
     implausible: list[CorruptObject] = Field(default_factory=list)
     left_out: int = 0
-    servers: list[ServerReport] = Field(default_factory=list)
+    # Handed to the judge, recorded once in the decision (not twice in its record).
+    servers: list[ServerReport] = Field(default_factory=list, exclude=True)
 
 
 def load_state(store: Store, model: str) -> tuple[PromoterState | None, str | None, str | None]:
