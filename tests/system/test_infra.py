@@ -49,7 +49,14 @@ from botocore.exceptions import ClientError
 from moto import mock_aws
 from packaging.requirements import Requirement
 
-from modelshelf import AccessDeniedError, ModelshelfError, Registry
+from modelshelf import (
+    AccessDeniedError,
+    ModelshelfError,
+    Registry,
+    TrustedKey,
+    TrustPolicy,
+    new_key_pair,
+)
 from modelshelf.serving import ModelServer
 
 ACCOUNT_ID = "123456789012"  # moto's default account
@@ -674,7 +681,13 @@ def test_bucket_policy_statements(deployed_stack: DeployedStack) -> None:
     once = statements["DenyOverwritableWritesToWriteOnceKeys"]
     assert once["Action"] == "s3:PutObject", f"write-once statement acts on {once['Action']}"
     assert sorted(once["Resource"]) == sorted(
-        stack.object_arn(stack.key(f"*/{ns}/*")) for ns in ("versions", "blobs", "history")
+        [
+            *(
+                stack.object_arn(stack.key(f"*/{ns}/*"))
+                for ns in ("versions", "blobs", "history", "signatures", "approvals")
+            ),
+            stack.object_arn(stack.key("_trust/history/*")),
+        ]
     ), f"write-once resources: {once['Resource']}"
     # The documented form: deny when the header is absent, but only for the operations that
     # create the object (PutObject, CompleteMultipartUpload), never for the parts.
@@ -686,7 +699,12 @@ def test_bucket_policy_statements(deployed_stack: DeployedStack) -> None:
     swapped = statements["DenyBlindWritesToSwappedKeys"]
     assert sorted(swapped["Resource"]) == sorted(
         stack.object_arn(stack.key(k))
-        for k in ("*/aliases.json", "*/promoter/policy.json", "*/promoter/state.json")
+        for k in (
+            "*/aliases.json",
+            "*/promoter/policy.json",
+            "*/promoter/state.json",
+            "trust.json",
+        )
     ), f"swapped-key resources: {swapped['Resource']}"
     assert swapped["Condition"] == {
         "Null": {"s3:if-none-match": "true", "s3:if-match": "true"},
@@ -714,6 +732,13 @@ BUCKET_POLICY_CASES = [
     ("iris/promoter/policy.json", "true", "if-none-match", "implicit-deny"),
     ("iris/promoter/decisions/20260101T000000Z.json", "true", None, "implicit-deny"),
     ("iris/metrics/1.0.0/20260101T000000Z/web-1-00000000.json", "true", None, "implicit-deny"),
+    ("iris/signatures/1.0.0/" + "cd" * 32 + ".sig", "true", None, "deny"),
+    ("iris/signatures/1.0.0/" + "cd" * 32 + ".sig", "true", "if-none-match", "implicit-deny"),
+    ("iris/approvals/1.0.0/promote/" + "cd" * 32 + ".sig", "true", None, "deny"),
+    ("trust.json", "true", None, "deny"),
+    ("trust.json", "true", "if-match", "implicit-deny"),
+    ("_trust/history/000000000002.json", "true", None, "deny"),
+    ("_trust/history/000000000002.json", "true", "if-none-match", "implicit-deny"),
 ]
 
 
@@ -771,6 +796,10 @@ MATRIX: list[tuple[str, Op, str, bool]] = [
     ("trainer", "put", "acl/metrics/blobs/sha256/00", False),  # '*' spilling across '/'
     ("trainer", "put", "acl/history/versions/9.9.9.json", False),
     ("trainer", "put", "acl/promoter/blobs/x", False),
+    ("trainer", "put", "acl/signatures/1.0.0/" + "cd" * 32 + ".sig", True),
+    ("trainer", "put", "acl/approvals/1.0.0/promote/" + "cd" * 32 + ".sig", True),
+    ("trainer", "put", "trust.json", False),
+    ("trainer", "put", "acl/history/x/signatures/y", False),  # '*' spilling across '/'
     ("trainer", "delete", BLOB, False),
     ("trainer", "delete", "acl/versions/1.0.0.json", False),
     # server: reads aliases, versions, blobs and metrics (to confirm its own writes); writes
@@ -781,6 +810,10 @@ MATRIX: list[tuple[str, Op, str, bool]] = [
     ("server", "get", BLOB, True),
     ("server", "list", "acl/", True),
     ("server", "put", NEW_METRICS, True),
+    ("server", "get", "trust.json", True),
+    ("server", "get", "acl/signatures/1.0.0/" + "cd" * 32 + ".sig", True),
+    ("server", "get", "acl/approvals/1.0.0/promote/" + "cd" * 32 + ".sig", True),
+    ("server", "put", "acl/signatures/1.0.0/" + "cd" * 32 + ".sig", False),
     ("server", "get", "acl/history/000000000001.json", False),
     ("server", "get", "acl/promoter/policy.json", False),
     ("server", "put", NEW_BLOB, False),
@@ -951,8 +984,20 @@ def test_sdk_push_alias_and_read_under_the_roles(
         )
 
     trainer, server, promoter = registry("trainer"), registry("server"), registry("promoter")
-    trainer.push("fraud", {"weights": 1}, version="1.0.0")
-    trainer.push("fraud", {"weights": 2}, version="1.1.0")
+    ci = new_key_pair(tmp_path / "keys", "ci")
+    trainer.push("fraud", {"weights": 1}, version="1.0.0", sign_key=ci.private_path)
+    trainer.push("fraud", {"weights": 2}, version="1.1.0", sign_key=ci.private_path)
+    # The server pins a policy that requires signatures: it reads bundles under its role.
+    server = Registry(
+        stack.registry_uri,
+        client=stack.credentials["server"].client(),
+        cache_dir=tmp_path / "server",
+        user="server",
+        trust_policy=TrustPolicy(
+            keys=[TrustedKey(name="ci", public_key=ci.public_path.read_text())],
+            require_signature=True,  # type: ignore[arg-type]
+        ),
+    )
     promoter.set_active("fraud", "1.0.0", reason="first release")
     promoter.start_canary("fraud", "1.1.0", 0.05, reason="canary")
     aliases = server.aliases("fraud")
