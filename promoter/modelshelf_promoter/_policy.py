@@ -148,7 +148,8 @@ class PromotionPolicy(BaseModel):
                 if getattr(self, name) <= tolerated:
                     raise ValueError(
                         f"{name} {getattr(self, name):g} must exceed the tolerated ratio "
-                        f"{tolerated:g} (1 + error_margin.value)"
+                        f"{tolerated:g} (1 + error_margin.value); raise it, e.g. to "
+                        f"{max(1.5, 1.5 * tolerated):g}"
                     )
         tolerance = max(self.latency_p95_ratio, self.latency_p99_ratio)
         if self.latency_worse_ratio < tolerance:

@@ -88,6 +88,14 @@ def test_policy_json_round_trip_is_canonical() -> None:
         ({"error_margin": {"kind": "relative", "value": -0.1}}, "error_margin.value"),
         ({"max_canary_seconds": 0}, "max_canary_seconds"),
         ({"alhpa": 0.05}, "alhpa"),
+        ({"steps": [1.0]}, "steps"),
+        ({"beta": 0.0}, "beta"),
+        ({"error_worse_ratio": 1.0}, "error_worse_ratio"),
+        ({"error_worse_ratio": 1.04}, "error_worse_ratio"),
+        ({"catch_error_ratio": 1.05}, "catch_error_ratio"),
+        ({"latency_worse_ratio": 1.1}, "latency_worse_ratio"),
+        ({"error_floor": 1.0}, "error_floor"),
+        ({"latency_floor_ms": -1}, "latency_floor_ms"),
     ],
 )
 def test_invalid_policies_name_the_field_and_the_fix(data: dict, field: str) -> None:
