@@ -134,3 +134,32 @@ def test_a_stock_bundle_is_attached_with_its_public_key(home: Path) -> None:
     ok("sign", "m:1.0.0", "--bundle", "stock.sig", "--public-key", "keys/hsm.pub.pem")
     shown = json.loads(ok("show", "m:1.0.0", "--json").output)
     assert [(s["signer"], s["trusted"]) for s in shown["signatures"]] == [("hsm", True)]
+
+
+def test_alias_set_and_canary_start_refuse_with_their_exit_codes(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("ci", "alice"):
+        ok("keys", "new", name, "--dir", "keys")
+    ok("push", "m", "model", "--sign-key", "keys/ci.pem")  # 1.0.0, signed
+    (home / "model" / "weights.safetensors").write_bytes(b"retrained")
+    ok("push", "m", "model")  # 1.1.0, unsigned
+    ok("trust", "add-key", "ci", "keys/ci.pub.pem")
+    ok("trust", "add-key", "alice", "keys/alice.pub.pem", "--approver-only")
+    policy = json.loads(ok("trust", "show", "--json").output)
+    policy["require_signature"] = {"alias": True}
+    policy["approvals"] = {"canary": {"required": 1, "keys": ["alice"]}}
+    (home / "trust.json").write_text(json.dumps(policy))
+    ok("trust", "set", "trust.json")
+
+    ok("alias", "set", "m", "1.0.0")
+    refused = run("alias", "set", "m", "1.1.0")
+    assert refused.exit_code == 81 and "not signed" in refused.output, refused.output
+    refused = run("canary", "start", "m", "1.1.0", "--ratio", "0.1")
+    assert refused.exit_code == 81, refused.output
+    ok("sign", "m:1.1.0", "--key", "keys/ci.pem")
+    gated = run("canary", "start", "m", "1.1.0", "--ratio", "0.1")
+    assert gated.exit_code == 83 and "needs 1 approvals" in gated.output, gated.output
+    ok("approve", "m:1.1.0", "--gate", "canary", "--key", "keys/alice.pem")
+    ok("canary", "start", "m", "1.1.0", "--ratio", "0.1")
+    assert json.loads(ok("alias", "show", "m", "--json").output)["aliases"]["canary"] == "1.1.0"
