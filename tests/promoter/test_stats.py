@@ -147,6 +147,11 @@ def test_windows_align_on_the_epoch_and_need_aware_times() -> None:
         (lambda d: d.update(version="1.2"), "version"),
         (lambda d: d.update(surprise=1), "surprise"),
         (lambda d: d.pop("latency") and d.update(latency=[1, 2]), "latency"),
+        (lambda d: d.update(route_buckets=100, bucket_errors={"100": 1}), "bucket_errors"),
+        (lambda d: d.update(bucket_errors={"3": 1}), "route_buckets"),
+        (lambda d: d.update(route_buckets=100, bucket_errors={"3": 99}), "more than the errors"),
+        (lambda d: d.update(served_ratio=1.5), "served_ratio"),
+        (lambda d: d.update(error_latency=d["latency"]), "failed-request sketch"),
     ],
 )
 def test_corrupt_summaries_raise_a_clear_error(mutate, needle: str) -> None:
