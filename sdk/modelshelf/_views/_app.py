@@ -23,6 +23,7 @@ import secrets
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote
@@ -101,6 +102,7 @@ def create_app(
     poll_seconds: float = 5.0,
     metrics_refresh: float = 60.0,
     allowed_hosts: set[str] | None = None,
+    clock: Callable[[], datetime] = utcnow,
 ) -> Starlette:
     """The web app over ``registry``.
 
@@ -111,6 +113,7 @@ def create_app(
         poll_seconds: How often the canary page polls the aliases.
         metrics_refresh: How often the canary page reloads its metrics regardless.
         allowed_hosts: Host names accepted besides the loopback names.
+        clock: Returns the current time (aware UTC): where a running canary's charts end.
 
     Raises:
         ConfigurationError: Starlette or Jinja2 is missing (the ``ui`` extra).
@@ -210,7 +213,10 @@ def create_app(
             "ui_timeline.html.j2",
             name=name,
             timeline=timeline,
-            chart=svgs.render(timeline_spec(name, timeline, utcnow())),
+            # To the minute, so that an unchanged timeline is not rendered again.
+            chart=svgs.render(
+                timeline_spec(name, timeline, clock().replace(second=0, microsecond=0))
+            ),
         )
 
     def canary_context(name: str) -> dict[str, Any]:
@@ -222,7 +228,7 @@ def create_app(
         totals = None
         series = None
         if run is not None:
-            series = read_canary_series(registry.store, name, run, now=utcnow(), cache=summaries)
+            series = read_canary_series(registry.store, name, run, now=clock(), cache=summaries)
             decisions, _ = read_decisions(registry.store, name, last=200)
             chart = svgs.render(canary_spec(name, series, decisions))
             totals = {arm: series.totals(arm) for arm in ("active", "canary")}
@@ -242,7 +248,7 @@ def create_app(
             "chart": chart,
             "verdict": verdict,
             "verdict_error": verdict_error,
-            "checked_at": utcnow(),
+            "checked_at": clock(),
         }
 
     def canary_page(request: Request) -> Response:
@@ -330,9 +336,9 @@ def create_app(
             except ModelshelfError as exc:
                 problem = str(exc)
         if problem is not None:
+            # 200, not 409: the page asks again, and an error status reads as a failed load.
             return page(
                 "ui_confirm.html.j2",
-                status=409,
                 name=name,
                 action=action,
                 aliases=await run_in_threadpool(registry.aliases, name),

@@ -34,7 +34,8 @@ _BOUND_COLORS = {
     "domain": ["tolerated (judge)", "canary lower bound (judge)"],
     "range": ["#d62728", "#9467bd"],
 }
-_TIME_AXIS = {"format": "%H:%M", "formatType": "utc", "labelOverlap": True}
+# With a utc scale the axis formats in UTC; formatType "utc" would fall back to defaults.
+_TIME_AXIS = {"format": "%H:%M", "labelOverlap": True}
 _lock = threading.Lock()
 
 

@@ -173,6 +173,21 @@ def format_percent(rate: float | None) -> str:
     return "—" if rate is None else f"{rate:.2%}"
 
 
+def short_reason(reason: str | None) -> str:
+    """A promoter's reason (``promoter ACTION: {json}``) as its one-line "why"; others as is."""
+    if not reason:
+        return ""
+    if reason.startswith("promoter ") and ": {" in reason:
+        head, _, body = reason.partition(": ")
+        try:
+            why = json.loads(body).get("why")
+        except (ValueError, AttributeError):
+            why = None
+        if isinstance(why, str):
+            return f"{head}: {why}"
+    return reason
+
+
 def script_json(data: Any) -> str:
     """JSON safe to place inside a ``<script type="application/json">`` element."""
     text = json.dumps(data, sort_keys=True, ensure_ascii=False, default=str)
@@ -205,5 +220,6 @@ def environment() -> jinja2.Environment:
         time=format_time,
         size=format_size,
         percent=format_percent,
+        short_reason=short_reason,
     )
     return env
