@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import secrets
 import threading
 from collections import OrderedDict
@@ -34,8 +35,10 @@ from .._aliases import Aliases, parse_aliases
 from .._card import utcnow
 from .._errors import ConfigurationError, KeyNotFoundError, ModelshelfError, NotFoundError
 from .._refs import check_name, parse_version
+from .._registry import Registry
+from .._store import Store, StoredObject
 from ._canary import SummaryCache, read_canary_series
-from ._charts import canary_spec, render_svg, timeline_spec, versions_spec
+from ._charts import canary_spec, render_svg, timeline_spec, versions_spec, warm_up
 from ._compare import compare_versions
 from ._decisions import _Decision, read_decisions
 from ._pages import environment, read_manifests, select_versions
@@ -45,8 +48,6 @@ if TYPE_CHECKING:
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import Response
-
-    from .._registry import Registry
 
 __all__ = ["ACTIONS", "Judge", "create_app"]
 
@@ -65,6 +66,54 @@ _CSP = (
     "'unsafe-inline'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; "
     "base-uri 'none'"
 )
+
+
+# Objects written once with create-if-absent and never replaced: a copy read once is good
+# for as long as the key is listed (gc never deletes manifests or history).
+_IMMUTABLE = re.compile(
+    r"[^/]+/(versions/[^/]+\.json|history/\d+\.json|promoter/decisions/[^/]+\.json"
+    r"|metrics/.+\.json)"
+)
+
+
+class _ReadCache:
+    """A store whose reads of immutable objects are kept in memory, up to ``limit`` bytes.
+
+    Pages list a prefix and read what it names; the listing still comes from the store, so
+    a page sees new objects at once and only reads each one once.
+    """
+
+    def __init__(self, inner: Store, limit: int = 256 << 20) -> None:
+        self._inner = inner
+        self._items: OrderedDict[str, StoredObject] = OrderedDict()
+        self._bytes = 0
+        self._limit = limit
+        self._lock = threading.Lock()
+
+    @property
+    def uri(self) -> str:
+        return self._inner.uri
+
+    def get(self, key: str, *, if_none_match: str | None = None) -> StoredObject | None:
+        if if_none_match is None and _IMMUTABLE.fullmatch(key):
+            with self._lock:
+                hit = self._items.get(key)
+                if hit is not None:
+                    self._items.move_to_end(key)
+                    return hit
+            obj = self._inner.get(key)
+            assert obj is not None
+            with self._lock:
+                self._items[key] = obj
+                self._bytes += len(obj.data)
+                while self._bytes > self._limit and self._items:
+                    _, old = self._items.popitem(last=False)
+                    self._bytes -= len(old.data)
+            return obj
+        return self._inner.get(key, if_none_match=if_none_match)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
 
 
 def _http_etag(store_etag: str) -> str:
@@ -129,6 +178,11 @@ def create_app(
         ) from exc
 
     env = environment()
+    writer = registry
+    # Pages read through a cache of immutable objects; actions go to the registry itself.
+    registry = Registry(_ReadCache(writer.store), cache_dir=writer.cache.root, user=writer.user)
+    # The chart engine takes about half a second to start: not on the first page's time.
+    threading.Thread(target=_warm_charts, name="modelshelf-ui-warm-up", daemon=True).start()
     token = secrets.token_urlsafe(24)
     svgs = _SvgCache()
     summaries: SummaryCache = {}
@@ -330,9 +384,7 @@ def create_app(
             )
         if problem is None:
             try:
-                await run_in_threadpool(
-                    _apply, registry, name, action, reason, ratio, int(expected)
-                )
+                await run_in_threadpool(_apply, writer, name, action, reason, ratio, int(expected))
             except ModelshelfError as exc:
                 problem = str(exc)
         if problem is not None:
@@ -431,3 +483,10 @@ def _apply(
         return registry.abort_canary(name, reason=reason)
     assert ratio is not None
     return registry.set_ratio(name, ratio, reason=reason)
+
+
+def _warm_charts() -> None:
+    try:
+        warm_up()
+    except ModelshelfError:
+        pass  # no chart engine: the pages say so when they need one

@@ -272,8 +272,11 @@ def _metric_layer(
 def canary_spec(
     model: str, series: CanarySeries, decisions: Sequence[DecisionView]
 ) -> dict[str, Any] | None:
-    """Error rate, p95 and p99 per window of both arms, the judge's bounds and the steps."""
-    if not series.points:
+    """Error rate, p95 and p99 per window of both arms, the judge's bounds and the steps.
+
+    None for fewer than two windows: a line needs two points (the totals say the rest).
+    """
+    if len({p.window_start for p in series.points}) < 2:
         return None
     run = series.run
     mine = [
