@@ -146,6 +146,14 @@ def format_value(value: Any) -> str:
     return json.dumps(value, sort_keys=True, ensure_ascii=False)
 
 
+def format_brief(value: Any, items: int = 8) -> str:
+    """:func:`format_value`, with a long list cut to its first items and its length."""
+    if isinstance(value, list) and len(value) > items:
+        head = json.dumps(value[:items], sort_keys=True, ensure_ascii=False)[:-1]
+        return f"{head}, … ({len(value)} items)]"
+    return format_value(value)
+
+
 def format_delta(delta: float | None) -> str:
     """``+0.01`` / ``-3``; empty for no change or no number."""
     if delta is None or delta == 0:
@@ -216,6 +224,7 @@ def environment() -> jinja2.Environment:
     )
     env.filters.update(
         value=format_value,
+        brief=format_brief,
         delta=format_delta,
         time=format_time,
         size=format_size,
