@@ -33,11 +33,19 @@ RANKS = {
     "_trust": 5,
     "_registry": 6,
     "_serving": 7,
+    "_views": 7,
     "serving": 8,
+    "views": 8,
     "__init__": 8,
     "_cli": 9,
 }
-PUBLIC_MODULES = {"modelshelf", "modelshelf.layout", "modelshelf.metrics", "modelshelf.serving"}
+PUBLIC_MODULES = {
+    "modelshelf",
+    "modelshelf.layout",
+    "modelshelf.metrics",
+    "modelshelf.serving",
+    "modelshelf.views",
+}
 
 
 def _module_name(path: Path) -> str:

@@ -14,6 +14,7 @@ EXPORTED = {
     "modelshelf": [
         "AccessDeniedError", "AliasNotSetError", "Aliases", "ApprovalGate", "ApprovalInfo",
         "ApprovalRequiredError", "CREATE", "CommitStateUnknownError",
+        "Comparison", "VersionDiff",
         "ConfigurationError", "ConflictError", "FileEntry", "GcPlan", "HistoryRecord", "IfMatch",
         "IntegrityError", "InvalidAliasesError", "InvalidBundleError", "InvalidCardError",
         "InvalidEventError", "InvalidSigningKeyError", "InvalidTrustPolicyError", "KeyPair",
@@ -34,9 +35,11 @@ EXPORTED = {
         "DOCTOR_PREFIX", "TRUST_HISTORY_PREFIX", "TRUST_POLICY_KEY", "WINDOW_FORMAT",
         "aliases_key", "approval_key", "approvals_prefix", "blob_key", "blob_prefix",
         "blobs_root", "decision_prefix", "history_key", "history_prefix", "manifest_key",
-        "metrics_key", "metrics_prefix", "policy_key", "promoter_state_key", "signature_key",
+        "metrics_key", "metrics_prefix", "policy_key", "promoter_state_key", "report_key",
+        "signature_key",
         "signatures_prefix", "trust_history_key", "version_of_manifest_key", "versions_prefix",
     ],
+    "modelshelf.views": ["build_report", "create_app"],
     "modelshelf.serving": [
         "Loader", "ModelServer", "Prediction", "ServerStatus", "Snapshot", "joblib_loader",
         "route_point",
@@ -81,5 +84,8 @@ def test_the_version_comes_from_the_package_metadata() -> None:
 def test_return_types_of_the_public_api_are_exported() -> None:
     import modelshelf
 
-    registry_types = {"Aliases", "HistoryRecord", "ServedVersion", "GcPlan", "ModelVersion"}
+    registry_types = {
+        "Aliases", "HistoryRecord", "ServedVersion", "GcPlan", "ModelVersion", "Comparison",
+        "VersionDiff",
+    }
     assert registry_types <= set(modelshelf.__all__), "users must be able to name what they get"

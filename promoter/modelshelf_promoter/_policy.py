@@ -62,6 +62,7 @@ _HINTS: dict[str, str] = {
     "catch_error_ratio": "give a ratio above 1 + the error margin, e.g. 3 (1% -> 3% errors)",
     "latency_worse_ratio": "give a ratio >= the latency tolerances, e.g. 1.5",
     "latency_floor_ms": "give milliseconds >= 0, e.g. 5 (0 disables the floor)",
+    "write_report": "give true or false",
 }
 
 
@@ -119,6 +120,9 @@ class PromotionPolicy(BaseModel):
     catch_error_ratio: float = Field(default=3.0, gt=1.0, le=1000.0, allow_inf_nan=False)
     latency_worse_ratio: float = Field(default=1.5, ge=1.0, le=1000.0, allow_inf_nan=False)
     latency_floor_ms: float = Field(default=0.0, ge=0.0, allow_inf_nan=False)
+    # After each run that judged a canary, replace {model}/report.html with the model's
+    # report (modelshelf report), so a team shares one link. Needs the ui extra.
+    write_report: bool = False
 
     @field_validator("steps")
     @classmethod

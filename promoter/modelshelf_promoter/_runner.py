@@ -65,6 +65,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from modelshelf import (
     CREATE,
+    OVERWRITE,
     Aliases,
     IfMatch,
     KeyNotFoundError,
@@ -148,6 +149,10 @@ class ModelRun(BaseModel):
         decision_key: Where the decision record with all statistics was written.
         read: What the incremental metrics read did (objects fetched, corrupt, late...).
         policy_source: ``stored`` or ``default``.
+        dry_run: The run judged and wrote nothing (``decision`` then holds the judgement).
+        decision: The judge's full decision, in a dry run.
+        report_key: Where the model's report was written (policy ``write_report``).
+        report_error: Why the report could not be written (the decision stands).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -174,6 +179,10 @@ class ModelRun(BaseModel):
     error_type: str | None = None
     exit_code: int | None = None
     seconds: float = 0.0
+    dry_run: bool = False
+    decision: Decision | None = None
+    report_key: str | None = None
+    report_error: str | None = None
 
 
 class DecisionRecord(BaseModel):
@@ -290,11 +299,14 @@ class Promoter:
         """The registry's store."""
         return self.registry.store
 
-    def run(self, models: Iterable[str] | None = None) -> list[ModelRun]:
+    def run(
+        self, models: Iterable[str] | None = None, *, dry_run: bool = False
+    ) -> list[ModelRun]:
         """Judge each model named (or every model with a canary), one after the other.
 
         A failure on one model is reported in its :class:`ModelRun` (``status="error"``)
-        and does not stop the others.
+        and does not stop the others. With ``dry_run`` nothing is written: see
+        :meth:`run_model`.
 
         Raises:
             InvalidNameError: A name that is not a model name (before anything runs).
@@ -304,14 +316,21 @@ class Promoter:
             if models is None
             else list(dict.fromkeys(check_name(m) for m in models))
         )
-        return [self.run_model(name) for name in names]
+        return [self.run_model(name, dry_run=dry_run) for name in names]
 
-    def run_model(self, name: str) -> ModelRun:
-        """One promoter look at one model; never raises for store or data problems."""
+    def run_model(self, name: str, *, dry_run: bool = False) -> ModelRun:
+        """One promoter look at one model; never raises for store or data problems.
+
+        Args:
+            name: The model.
+            dry_run: Judge exactly as a run would (from the stored cursor plus the metrics
+                that arrived since) and return the decision in ``ModelRun.decision``, but
+                write nothing: no alias change, no decision record, no state, no report.
+        """
         began = time.monotonic()
         check_name(name)
         try:
-            result = self._run_model(name)
+            result = self._run_model(name, dry_run)
         except ModelshelfError as exc:
             result = ModelRun(
                 model=name,
@@ -337,7 +356,7 @@ class Promoter:
 
     # -- one model -------------------------------------------------------------------------
 
-    def _run_model(self, name: str) -> ModelRun:
+    def _run_model(self, name: str, dry_run: bool) -> ModelRun:
         store = self.store
         aliases = self.registry.aliases(name)
         if aliases.canary is None or aliases.active is None:
@@ -385,6 +404,25 @@ class Promoter:
         )
         key = self._decision_key(name, now, aliases.generation)
         policy_source: Literal["stored", "default"] = "stored" if policy_etag else "default"
+        if dry_run:
+            return ModelRun(
+                model=name,
+                status="decided",
+                action=decision.action,
+                reason=decision.reason,
+                generation=aliases.generation,
+                active=aliases.active,
+                canary=aliases.canary,
+                ratio=aliases.ratio,
+                next_ratio=decision.next_ratio,
+                canary_requests=canary_stats.count,
+                active_requests=active_stats.count,
+                policy_source=policy_source,
+                read=report,
+                state_problem=state_problem,
+                dry_run=True,
+                decision=decision,
+            )
 
         outcome: Literal["applied", "no_change", "conflict", "refused"] = "no_change"
         alias_action = _ALIAS_ACTION.get(decision.action)
@@ -430,6 +468,9 @@ class Promoter:
             PromoterState(model=name, cursor=cursor, updated_by=self.registry.user),
             state_etag,
         )
+        report_key, report_error = (
+            self._write_report(name) if policy.write_report else (None, None)
+        )
         return ModelRun(
             model=name,
             status=(
@@ -459,7 +500,21 @@ class Promoter:
             read=report,
             state_saved=saved,
             state_problem=state_problem,
+            report_key=report_key,
+            report_error=report_error,
         )
+
+    def _write_report(self, name: str) -> tuple[str | None, str | None]:
+        """Replace ``{model}/report.html``; a failure is reported, never fatal to the run."""
+        key = layout.report_key(name)
+        try:
+            from modelshelf.views import build_report
+
+            html = build_report(self.registry, name, now=self._now())
+            self.store.put(key, html.encode("utf-8"), mode=OVERWRITE)
+        except ModelshelfError as exc:
+            return None, f"report not written: {exc}"
+        return key, None
 
     def _now(self) -> datetime:
         now = self.clock()
@@ -583,6 +638,8 @@ def _log(result: ModelRun) -> None:
         "reason": result.reason,
         "seconds": result.seconds,
     }
+    if result.dry_run:
+        fields["dry_run"] = True
     if result.read is not None:
         fields["objects_fetched"] = result.read.fetched
         fields["corrupt"] = [c.key for c in result.read.corrupt]

@@ -82,7 +82,7 @@ from ._trust import (
     new_key_pair,
     verify_folder,
 )
-from ._versions import GcPlan
+from ._versions import Comparison, GcPlan, VersionDiff
 
 try:
     __version__ = _package_version("modelshelf")
@@ -98,6 +98,7 @@ __all__ = [
     "ApprovalRequiredError",
     "CREATE",
     "CommitStateUnknownError",
+    "Comparison",
     "ConfigurationError",
     "ConflictError",
     "FileEntry",
@@ -153,6 +154,7 @@ __all__ = [
     "TrustedKey",
     "UntrustedTypesError",
     "UntrustedVersionError",
+    "VersionDiff",
     "VersionExistsError",
     "VersionNotFoundError",
     "__version__",

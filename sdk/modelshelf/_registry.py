@@ -8,7 +8,7 @@ It holds no workflow of its own: pushing lives in ``_versions/_push.py``, downlo
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -30,9 +30,14 @@ from ._stores import Store, SupportsListFolders, open_store
 from ._trust import CARD_PATH, RESERVED_PATHS, SIGNATURE_FILE, PolicyInput, TrustOperations
 from ._versions import (
     BlobCache,
+    Comparison,
     Fetcher,
     GcPlan,
     Pusher,
+    VersionDiff,
+    compare_versions,
+    diff_versions,
+    joblib_entry,
     list_versions,
     plan_gc,
     read_manifest,
@@ -235,6 +240,66 @@ class Registry(AliasOperations, TrustOperations):
                 f"{root} holds {', '.join(clash)}, names a signed pull writes itself; move "
                 "them away to push a signed version (nothing was pushed)"
             )
+
+    # -- comparing ---------------------------------------------------------------------
+
+    def compare(
+        self,
+        name: str,
+        versions: Sequence[str] | None = None,
+        *,
+        last: int | None = None,
+    ) -> Comparison:
+        """Versions of ``name`` side by side, each field against the previous version.
+
+        Args:
+            name: The model.
+            versions: The versions to compare (shown in semver order); default every one.
+            last: Only the newest ``last`` versions (when ``versions`` is not given).
+
+        Returns:
+            The comparison: one column per version (who, when, size, alias roles ever and
+            now) and one row per card field, flattened (``performance.accuracy``...), with
+            the change against the previous column. ``.diff_only()`` keeps differing rows.
+
+        Raises:
+            ModelNotFoundError: The model has no versions.
+            VersionNotFoundError: A named version is not committed.
+            InvalidInputError: ``last`` below 1.
+        """
+        available = self.versions(name)
+        if not available:
+            raise ModelNotFoundError(f"model {name!r} has no versions in {self.uri}")
+        if last is not None and (isinstance(last, bool) or last < 1):
+            raise InvalidInputError(f"last must be a whole number >= 1, not {last!r}")
+        if versions:
+            order = {v: i for i, v in enumerate(available)}
+            chosen = sorted(dict.fromkeys(versions), key=lambda v: order.get(v, len(order)))
+        else:
+            chosen = available[-last:] if last is not None else available
+        manifests = [self.get(ModelRef(name, version=v)) for v in chosen]
+        ever_active: set[str] = set()
+        ever_canary: set[str] = set()
+        for record in read_history(self.store, name):
+            if record.state.active:
+                ever_active.add(record.state.active)
+            if record.state.canary:
+                ever_canary.add(record.state.canary)
+        current, _ = read_aliases(self.store, name)
+        return compare_versions(
+            manifests,
+            ever_active=ever_active,
+            ever_canary=ever_canary,
+            now={"active": current.active, "canary": current.canary},
+        )
+
+    def diff(self, old: str | ModelRef, new: str | ModelRef) -> VersionDiff:
+        """What changed from ``old`` to ``new``: card fields (flattened) and files by path.
+
+        Raises:
+            VersionNotFoundError / ModelNotFoundError: A reference resolves to nothing.
+        """
+        return diff_versions(self.get(old), self.get(new))
 
     # -- downloading -------------------------------------------------------------------
 

@@ -17,6 +17,8 @@ Keys are relative to the registry root (``s3://bucket/prefix`` or a folder)::
     {model}/approvals/{version}/{gate}/{key-id}.sig   signed approvals, one per key and gate
     trust.json                                        the trust policy
     _trust/history/{generation:012d}.json             every trust policy ever stored
+    {model}/report.html                               the model's report, when the promoter
+                                                      writes it (policy ``write_report``)
     _doctor/{random}/...                              scratch objects of ``modelshelf doctor``
 
 The functions here only build strings; the callers validate names and versions first
@@ -44,6 +46,7 @@ __all__ = [
     "metrics_prefix",
     "policy_key",
     "promoter_state_key",
+    "report_key",
     "signature_key",
     "signatures_prefix",
     "trust_history_key",
@@ -166,3 +169,8 @@ def approval_key(model: str, version: str, gate: str, key_id: str) -> str:
 def trust_history_key(generation: int) -> str:
     """Key of the stored trust policy of one generation."""
     return f"{TRUST_HISTORY_PREFIX}{generation:012d}.json"
+
+
+def report_key(model: str) -> str:
+    """Key of the HTML report the promoter can write after each run (``modelshelf report``)."""
+    return f"{model}/report.html"

@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _viewdata import MODEL, push_versions
 
 from modelshelf import Registry
 from modelshelf._views._app import create_app
+from tests.support.views import MODEL, push_versions
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)

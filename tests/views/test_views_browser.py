@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _viewdata import MODEL, fleet_traffic, push_versions
 
 from modelshelf import Registry
 from modelshelf._views._app import create_app
 from modelshelf._views._report import build_report
 from modelshelf_promoter import Promoter
+from tests.support.views import MODEL, fleet_traffic, push_versions
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from _viewdata import MODEL, push_versions
 
 from modelshelf import Registry
-from modelshelf._views._compare import compare_versions, diff_versions, flatten
+from modelshelf._versions import Comparison
+from modelshelf._versions._compare import compare_versions, diff_versions, flatten
+from tests.support.views import MODEL, push_versions
 
 
 @pytest.fixture
@@ -16,9 +17,8 @@ def reg(tmp_path: Path) -> Registry:
     return Registry(tmp_path / "reg", cache_dir=tmp_path / "cache", user="alice@test")
 
 
-def _compare(reg: Registry, versions: list[str]):  # type: ignore[no-untyped-def]
-    manifests = [reg.get(f"{MODEL}:{v}") for v in versions]
-    return compare_versions(manifests, reg.history(MODEL), reg.aliases(MODEL))
+def _compare(reg: Registry, versions: list[str]) -> Comparison:
+    return reg.compare(MODEL, versions)
 
 
 def test_performance_rows_show_values_and_change_against_the_previous(reg: Registry) -> None:

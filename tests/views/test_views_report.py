@@ -9,11 +9,11 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from _viewdata import MODEL, fleet_traffic, push_versions
 
 from modelshelf import Registry
 from modelshelf._views._report import build_report
 from modelshelf_promoter import Promoter
+from tests.support.views import MODEL, fleet_traffic, push_versions
 
 HOSTILE = '<script>alert("x")</script><img src=https://evil.example/x.png>'
 

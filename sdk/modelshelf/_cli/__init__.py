@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 # Each module registers its commands on ``cli`` when imported; add new modules here.
-from . import _aliases, _ops, _promoter, _trust, _versions  # noqa: F401
+from . import _aliases, _ops, _promoter, _trust, _versions, _views  # noqa: F401
 from ._app import cli
 
 __all__ = ["cli", "main"]

@@ -66,7 +66,11 @@ def _describe(run: ModelRun) -> str:
         "conflict": "conflict",
         "refused": "refused by the trust policy",
     }[run.status]
+    if run.dry_run:
+        outcome = "dry run, nothing written"
     fetched = f", {run.read.fetched} new metric objects" if run.read is not None else ""
+    if run.report_error:
+        fetched += f", {run.report_error}"
     corrupt = (
         f", {len(run.read.corrupt)} corrupt skipped"
         if run.read is not None and run.read.corrupt
@@ -87,9 +91,17 @@ def _describe(run: ModelRun) -> str:
     help="Run again every SECONDS until stopped (Ctrl-C or SIGTERM), for cron-less "
     "containers; without it, run once.",
 )
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Judge and print what each run would do, writing nothing (no alias change, "
+    "decision record, state or report).",
+)
 @json_option
 @pass_state
-def run_command(app: AppState, names: tuple[str, ...], every: float | None, as_json: bool) -> None:
+def run_command(
+    app: AppState, names: tuple[str, ...], every: float | None, dry_run: bool, as_json: bool
+) -> None:
     """Judge the named models (default: every model with a canary) and apply decisions.
 
     With --json each run prints one JSON document. A single run exits with the error code
@@ -110,7 +122,7 @@ def run_command(app: AppState, names: tuple[str, ...], every: float | None, as_j
     with _stop_on_signals(stop):
         while not stop.is_set():
             began = time.monotonic()
-            runs = promoter.run(list(names) or None)
+            runs = promoter.run(list(names) or None, dry_run=dry_run)
             if as_json:
                 emit_json(
                     {

@@ -24,7 +24,7 @@ from ._promoter import promoter_group
 if TYPE_CHECKING:
     from modelshelf_promoter import ModelRun
 
-    from .._views._compare import Comparison, VersionDiff
+    from .._versions import Comparison, VersionDiff
 
 __all__ = [
     "compare_command",
@@ -113,8 +113,11 @@ def _print_diff(app: AppState, diff: VersionDiff) -> None:
     for change in diff.card:
         old = format_value(change.old) if change.old_present else "(absent)"
         new = format_value(change.new) if change.new_present else "(absent)"
-        line = Text(f"  {change.section}.{change.field}: {old} -> {new}" if change.field
-                    else f"  {change.section}: {old} -> {new}")
+        line = Text(
+            f"  {change.section}.{change.field}: {old} -> {new}"
+            if change.field
+            else f"  {change.section}: {old} -> {new}"
+        )
         if change.delta:
             line.append(f" ({change.delta:+.4g})", style="dim")
         console.print(line)
@@ -270,8 +273,14 @@ def report_command(app: AppState, name: str, output: Path | None, last: int | No
 
 @promoter_group.command("decisions")
 @click.argument("name")
-@click.option("--last", type=click.IntRange(min=1), default=20, show_default=True,
-              metavar="N", help="The newest N decisions.")
+@click.option(
+    "--last",
+    type=click.IntRange(min=1),
+    default=20,
+    show_default=True,
+    metavar="N",
+    help="The newest N decisions.",
+)
 @json_option
 @pass_state
 def decisions_command(app: AppState, name: str, last: int, as_json: bool) -> None:
@@ -285,8 +294,10 @@ def decisions_command(app: AppState, name: str, last: int, as_json: bool) -> Non
             {
                 "model": name,
                 "decisions": [
-                    {**v.model_dump(mode="json", exclude={"decision"}),
-                     "decision": v.decision.model_dump(mode="json")}
+                    {
+                        **v.model_dump(mode="json", exclude={"decision"}),
+                        "decision": v.decision.model_dump(mode="json"),
+                    }
                     for v in views
                 ],
                 "unreadable": problems,
@@ -296,8 +307,16 @@ def decisions_command(app: AppState, name: str, last: int, as_json: bool) -> Non
     if not views:
         app.console.print(f"{name}: no promoter decisions recorded")
     table = Table(show_edge=False)
-    for header in ("when", "gen", "decision", "outcome", "ratio", "canary req/err",
-                   "active req/err", "why"):
+    for header in (
+        "when",
+        "gen",
+        "decision",
+        "outcome",
+        "ratio",
+        "canary req/err",
+        "active req/err",
+        "why",
+    ):
         table.add_column(header, overflow="fold")
     for v in views:
         d = v.decision
@@ -328,11 +347,21 @@ def _is_loopback(host: str) -> bool:
 
 
 @cli.command("ui")
-@click.option("--host", default="127.0.0.1", show_default=True,
-              help="Address to bind; anything but loopback exposes your credentials' powers.")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to bind; anything but loopback exposes your credentials' powers.",
+)
 @click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True)
-@click.option("--poll", type=click.FloatRange(min=0.2), default=5.0, show_default=True,
-              metavar="SECONDS", help="How often the canary view polls the aliases.")
+@click.option(
+    "--poll",
+    type=click.FloatRange(min=0.2),
+    default=5.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="How often the canary view polls the aliases.",
+)
 @pass_state
 def ui_command(app: AppState, host: str, port: int, poll: float) -> None:
     """A local web app over the registry: models, versions, compare, cards, the alias timeline,
@@ -371,4 +400,3 @@ def ui_command(app: AppState, host: str, port: int, poll: float) -> None:
         f"(bound to {host}: {reach}); Ctrl-C stops it"
     )
     uvicorn.run(web, host=host, port=port, log_level="warning")
-

@@ -7,6 +7,7 @@ composes it (docs/design.md, "Layers").
 from __future__ import annotations
 
 from ._cache import BlobCache, default_cache_dir
+from ._compare import Comparison, VersionDiff, compare_versions, diff_versions
 from ._fetch import Fetcher, joblib_entry
 from ._gc import GcPlan, parse_age, plan_gc, run_gc
 from ._manifests import list_versions, read_manifest, read_manifest_json
@@ -16,12 +17,16 @@ from ._sources import JOBLIB_NAME, SourceFile, collect_source
 __all__ = [
     "JOBLIB_NAME",
     "BlobCache",
+    "Comparison",
     "Fetcher",
     "GcPlan",
     "Pusher",
     "SourceFile",
+    "VersionDiff",
     "collect_source",
+    "compare_versions",
     "default_cache_dir",
+    "diff_versions",
     "joblib_entry",
     "list_versions",
     "parse_age",

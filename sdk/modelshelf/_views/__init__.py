@@ -1,14 +1,14 @@
-"""Views of a registry: version comparison, the alias timeline, canary series, the report, the UI.
+"""Views of a registry: the alias timeline, canary series, decisions, the report and the UI.
 
-The modules are kept apart by what they need:
+Above the registry facade (docs/design.md, "Layers"); the comparison of versions itself is
+pure and lives in the versions wing (``_versions/_compare.py``) so that the facade can offer
+``Registry.compare`` and ``Registry.diff``.
 
-- ``_compare`` is pure: manifests and history records in, a comparison table out. It sits
-  beside ``_card`` so :class:`~modelshelf.Registry` can offer ``compare`` and ``diff``.
 - ``_timeline``, ``_canary`` and ``_decisions`` read a store and turn history, metrics
-  objects and promoter decision records into rows for tables and charts.
-- ``_charts`` builds Vega-Lite specs and renders them to SVG (``modelshelf[ui]``).
+  objects and promoter decision records into rows for tables and charts;
+- ``_charts`` builds Vega-Lite specs and renders them to SVG (``modelshelf[ui]``);
+- ``_pages`` reads what a page of one model shows and holds the Jinja2 environment;
 - ``_report`` assembles one self-contained HTML file; ``_app`` is the local web app.
 
-This package imports none of its submodules, so importing ``_compare`` from the registry
-does not pull the web stack in.
+Nothing here imports Jinja2, Starlette or vl-convert at module load.
 """

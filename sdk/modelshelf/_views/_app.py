@@ -36,12 +36,12 @@ from .._card import utcnow
 from .._errors import ConfigurationError, KeyNotFoundError, ModelshelfError, NotFoundError
 from .._refs import check_name, parse_version
 from .._registry import Registry
-from .._store import Store, StoredObject
+from .._stores import Store, StoredObject
+from ..layout import aliases_key
 from ._canary import SummaryCache, read_canary_series
 from ._charts import canary_spec, render_svg, timeline_spec, versions_spec, warm_up
-from ._compare import compare_versions
 from ._decisions import _Decision, read_decisions
-from ._pages import environment, read_manifests, select_versions
+from ._pages import compare_with_roles, environment, read_manifests, select_versions
 from ._timeline import build_timeline
 
 if TYPE_CHECKING:
@@ -242,7 +242,7 @@ def create_app(
         last = int(last_text) if last_text and last_text.isdigit() else None
         chosen = select_versions(available, wanted or None, last)
         manifests = read_manifests(registry, name, chosen)
-        comparison = compare_versions(manifests, registry.history(name), registry.aliases(name))
+        comparison = compare_with_roles(manifests, registry.history(name), registry.aliases(name))
         if request.query_params.get("diff_only"):
             comparison = comparison.diff_only()
         return page(
@@ -321,7 +321,7 @@ def create_app(
     def aliases_api(request: Request) -> Response:
         name = model_name(request)
         held = request.headers.get("if-none-match")
-        key = f"{name}/aliases.json"
+        key = aliases_key(name)
         try:
             obj = registry.store.get(key, if_none_match=held.strip('"') if held else None)
         except KeyNotFoundError:
@@ -467,22 +467,19 @@ class _LoopbackOnly:
 def _apply(
     registry: Registry, name: str, action: str, reason: str, ratio: float | None, generation: int
 ) -> Aliases:
-    """One confirmed action, applied only while the aliases are at ``generation``."""
-    current = registry.aliases(name)
-    if current.generation != generation:
-        from .._errors import PreconditionFailedError
+    """One confirmed action, applied only while the aliases are at ``generation``.
 
-        raise PreconditionFailedError(
-            f"the aliases of {name!r} moved to generation {current.generation}; check again"
-        )
+    Raises:
+        PromotionConflictError: Someone changed the aliases since the page was shown.
+    """
     if action == "promote":
-        return registry.promote(name, reason=reason)
+        return registry.promote(name, reason=reason, expect_generation=generation)
     if action == "rollback":
-        return registry.rollback(name, reason=reason)
+        return registry.rollback(name, reason=reason, expect_generation=generation)
     if action == "abort":
-        return registry.abort_canary(name, reason=reason)
+        return registry.abort_canary(name, reason=reason, expect_generation=generation)
     assert ratio is not None
-    return registry.set_ratio(name, ratio, reason=reason)
+    return registry.set_ratio(name, ratio, reason=reason, expect_generation=generation)
 
 
 def _warm_charts() -> None:

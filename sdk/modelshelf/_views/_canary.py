@@ -16,14 +16,14 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from .._errors import InvalidInputError, KeyNotFoundError
-from .._metrics import (
+from .._stores import Store
+from ..metrics import (
     ArmStats,
     MetricsSummary,
     metrics_prefix,
     parse_metrics_key,
     summary_from_json,
 )
-from .._store import Store
 from ._timeline import CanaryRun
 
 __all__ = ["CanarySeries", "SummaryCache", "WindowPoint", "read_canary_series"]

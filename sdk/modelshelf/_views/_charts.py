@@ -14,8 +14,8 @@ from datetime import datetime
 from typing import Any
 
 from .._errors import ConfigurationError
+from .._versions import Comparison
 from ._canary import CanarySeries
-from ._compare import Comparison
 from ._decisions import DecisionView
 from ._timeline import Timeline
 

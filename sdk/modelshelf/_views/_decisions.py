@@ -16,14 +16,15 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .._errors import KeyNotFoundError
 from .._refs import check_name
-from .._store import Store
+from .._stores import Store
+from ..layout import decision_prefix
 
 __all__ = ["ArmNumbers", "DecisionView", "JudgeBounds", "decisions_prefix", "read_decisions"]
 
 
 def decisions_prefix(model: str) -> str:
     """Where a model's decision records live."""
-    return f"{check_name(model)}/promoter/decisions/"
+    return decision_prefix(check_name(model))
 
 
 class _Loose(BaseModel):

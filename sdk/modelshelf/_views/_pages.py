@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 
-from .._aliases import Aliases
+from .._aliases import Aliases, HistoryRecord
 from .._card import ModelVersion, utcnow
 from .._errors import ConfigurationError, ModelNotFoundError
+from .._versions import Comparison, compare_versions
 from ._canary import CanarySeries, read_canary_series
-from ._compare import Comparison, compare_versions
 from ._decisions import DecisionView, read_decisions
 from ._timeline import Timeline, build_timeline
 
@@ -31,7 +31,14 @@ if TYPE_CHECKING:
 
     from .._registry import Registry
 
-__all__ = ["ModelPage", "collect_model", "environment", "format_value", "select_versions"]
+__all__ = [
+    "ModelPage",
+    "collect_model",
+    "compare_with_roles",
+    "environment",
+    "format_value",
+    "select_versions",
+]
 
 
 class ModelPage(BaseModel):
@@ -119,11 +126,23 @@ def collect_model(
         aliases=aliases,
         manifests=manifests,
         all_versions=available,
-        comparison=compare_versions(manifests, history, aliases) if manifests else _empty(name),
+        comparison=compare_with_roles(manifests, history, aliases) if manifests else _empty(name),
         timeline=timeline,
         decisions=decisions,
         decision_problems=problems,
         canaries=series,
+    )
+
+
+def compare_with_roles(
+    manifests: Sequence[ModelVersion], history: Sequence[HistoryRecord], aliases: Aliases
+) -> Comparison:
+    """:func:`compare_versions` with the alias roles taken from the history."""
+    return compare_versions(
+        manifests,
+        ever_active={r.state.active for r in history if r.state.active},
+        ever_canary={r.state.canary for r in history if r.state.canary},
+        now={"active": aliases.active, "canary": aliases.canary},
     )
 
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
-from .. import __version__
 from ._charts import canary_spec, render_svg, timeline_spec, versions_spec
 from ._pages import ModelPage, collect_model, environment, script_json
 
@@ -20,6 +20,13 @@ if TYPE_CHECKING:
     from .._registry import Registry
 
 __all__ = ["build_report", "render_report", "report_data"]
+
+
+def _version() -> str:
+    try:
+        return version("modelshelf")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
 
 
 def report_data(page: ModelPage) -> dict[str, Any]:
@@ -75,7 +82,7 @@ def render_report(page: ModelPage) -> str:
     template = environment().get_template("report.html.j2")
     return template.render(
         page=page,
-        version=__version__,
+        version=_version(),
         versions_svg=render_svg(versions_chart) if versions_chart else None,
         timeline_svg=render_svg(timeline_chart) if timeline_chart else None,
         canaries=canaries,

@@ -1,6 +1,7 @@
 """Versions side by side, and two versions diffed: the data behind ``compare`` and ``diff``.
 
-Pure: manifests and alias history records in, tables out. A comparison is a list of rows
+Pure: manifests in (and which versions held which alias), tables out; the registry facade
+reads the manifests and the alias history and hands them here. A comparison is a list of rows
 (one per card field, flattened to dotted paths) with one cell per version; each cell says
 how it differs from the cell before it (the previous version in the comparison): a
 numeric ``delta`` for numbers, ``added`` / ``removed`` items for lists, ``changed`` always.
@@ -10,13 +11,12 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .._aliases import Aliases, HistoryRecord
 from .._card import ModelVersion
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "FileChange",
     "VersionColumn",
     "VersionDiff",
+    "Role",
     "compare_versions",
     "diff_versions",
     "flatten",
@@ -83,7 +84,7 @@ class VersionColumn(BaseModel):
     files: int
     ever_active: bool
     ever_canary: bool
-    roles: list[Literal["active", "canary"]] = Field(default_factory=list)
+    roles: list[Literal["active", "canary"]] = Field(default_factory=list)  # now
 
 
 class Cell(BaseModel):
@@ -219,28 +220,23 @@ def _fields(manifest: ModelVersion) -> dict[tuple[Section, str], Any]:
     return out
 
 
-def _roles_seen(history: Iterable[HistoryRecord]) -> tuple[set[str], set[str]]:
-    active: set[str] = set()
-    canary: set[str] = set()
-    for record in history:
-        if record.state.active:
-            active.add(record.state.active)
-        if record.state.canary:
-            canary.add(record.state.canary)
-    return active, canary
+Role = Literal["active", "canary"]
 
 
 def compare_versions(
     manifests: Sequence[ModelVersion],
-    history: Iterable[HistoryRecord] = (),
-    aliases: Aliases | None = None,
+    *,
+    ever_active: Collection[str] = (),
+    ever_canary: Collection[str] = (),
+    now: Mapping[Role, str | None] | None = None,
 ) -> Comparison:
     """Compare manifests of one model, in the order given.
 
     Args:
         manifests: The versions to compare (semver order reads best).
-        history: The model's alias history (for "ever active / canary").
-        aliases: The current aliases (for each column's current roles).
+        ever_active: Versions that were ever active (from the alias history).
+        ever_canary: Versions that were ever canary.
+        now: The current ``active`` and ``canary`` versions.
 
     Raises:
         ValueError: No manifests, or manifests of different models.
@@ -250,14 +246,10 @@ def compare_versions(
     names = {m.name for m in manifests}
     if len(names) != 1:
         raise ValueError(f"compare takes versions of one model, got {sorted(names)}")
-    ever_active, ever_canary = _roles_seen(history)
+    current = now or {}
     columns = []
     for m in manifests:
-        roles: list[Literal["active", "canary"]] = []
-        if aliases is not None and aliases.active == m.version:
-            roles.append("active")
-        if aliases is not None and aliases.canary == m.version:
-            roles.append("canary")
+        roles: list[Role] = [r for r in ("active", "canary") if current.get(r) == m.version]
         columns.append(
             VersionColumn(
                 version=m.version,

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from modelshelf import Registry
-from modelshelf._metrics import MetricsSummary, new_sketch, summary_key, summary_to_json
+from modelshelf.metrics import MetricsSummary, new_sketch, summary_key, summary_to_json
 
 MODEL = "iris"
 
