@@ -37,9 +37,9 @@ import httpx
 import uvicorn
 
 from modelshelf import Registry
-from modelshelf.metrics import MetricsSummary, new_sketch, summary_key, summary_to_json
 from modelshelf._views._app import create_app
 from modelshelf._views._report import build_report
+from modelshelf.metrics import MetricsSummary, new_sketch, summary_key, summary_to_json
 from modelshelf_promoter import Promoter, update_policy
 
 MODEL = "ranker"

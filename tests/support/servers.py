@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = [
+    "READER_ACCESS_KEY",
+    "READER_SECRET_KEY",
     "SeaweedFS",
     "find_weed",
     "free_port",
@@ -83,6 +85,11 @@ def moto_server() -> Iterator[str]:
         yield f"http://{host}:{port}"
     finally:
         server.stop()
+
+
+READER_ACCESS_KEY = "modelshelf-reader"
+READER_SECRET_KEY = "modelshelf-reader-secret"
+"""A second SeaweedFS identity that may read and list but not write."""
 
 
 @dataclass(frozen=True)
@@ -165,7 +172,13 @@ def seaweedfs_server(
                 "name": "modelshelf-test",
                 "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
                 "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-            }
+            },
+            {
+                # Reads and lists, never writes: proves a command writes nothing.
+                "name": "modelshelf-reader",
+                "credentials": [{"accessKey": READER_ACCESS_KEY, "secretKey": READER_SECRET_KEY}],
+                "actions": ["Read", "List"],
+            },
         ]
     }
     s3_config = workdir / "s3.json"

@@ -150,23 +150,14 @@ def test_the_canary_page_shows_what_the_promoter_would_decide(reg: Registry) -> 
 
     def judge(name: str) -> dict[str, Any]:
         seen.append(name)
-        (run,) = Promoter(reg).run([name])
-        # A read-only judge is what the CLI passes (the dry run); the runner's real
-        # decision stands in for it here.
-        return {
-            "action": run.action or "hold",
-            "reason": run.reason,
-            "decided_at": "2026-01-01T00:00:00Z",
-            "ratio": run.ratio or 0,
-            "active": {"requests": run.active_requests or 0, "errors": 0},
-            "canary": {"requests": run.canary_requests or 0, "errors": 0},
-            "errors": {},
-            "latency_p95": {"quantile": 0.95, "tolerance": 1.2},
-            "latency_p99": {"quantile": 0.99, "tolerance": 1.2},
-        }
+        run = Promoter(reg).run_model(name, dry_run=True)
+        assert run.decision is not None
+        return run.decision.model_dump(mode="json")
 
+    before = sorted(p.name for p in Path(reg.uri.removeprefix("file://")).rglob("*"))
     with TestClient(create_app(reg, judge=judge), base_url="http://127.0.0.1:1") as client:
         page = client.get(f"/models/{MODEL}/canary")
     assert seen == [MODEL]
     assert "The promoter would <strong>hold</strong>" in page.text
     assert "no canary data" in page.text
+    assert sorted(p.name for p in Path(reg.uri.removeprefix("file://")).rglob("*")) == before

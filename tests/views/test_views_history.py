@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 
 from modelshelf import Registry
-from modelshelf.metrics import ArmStats
 from modelshelf._stores import CREATE, ObjectInfo, PutMode, Store, StoredObject
 from modelshelf._views._canary import read_canary_series
 from modelshelf._views._decisions import read_decisions
 from modelshelf._views._timeline import build_timeline
+from modelshelf.metrics import ArmStats
 from modelshelf_promoter import Promoter
 from tests.support.views import MODEL, fleet_traffic, push_versions, put_summary
 

@@ -267,7 +267,11 @@ def report_command(app: AppState, name: str, output: Path | None, last: int | No
     check_name(name)
     html = build_report(app.registry, name, last=last)
     target = output or Path(f"{name}-report.html")
-    target.write_text(html, encoding="utf-8")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Replaced whole: a reader (or a browser reloading it) never sees half a report.
+    partial = target.with_name(f".{target.name}.partial")
+    partial.write_text(html, encoding="utf-8")
+    partial.replace(target)
     app.console.print(Text(f"wrote {target} ({human_size(len(html.encode()))})"))
 
 
