@@ -77,9 +77,11 @@ def _card(i: int, rng: random.Random) -> dict[str, object]:
     }
 
 
-def build(root: Path, versions: int, history: int, hours: float, servers: int) -> Registry:
+def build(
+    root: Path, versions: int, history: int, hours: float, servers: int, uri: str | None = None
+) -> Registry:
     rng = random.Random(15)
-    reg = Registry(root / "reg", cache_dir=root / "cache", user="bench@host")
+    reg = Registry(uri or root / "reg", cache_dir=root / "cache", user="bench@host")
     names = []
     for i in range(versions):
         names.append(reg.push(MODEL, {"w": i}, card=_card(i, rng), version=f"1.{i}.0").version)
