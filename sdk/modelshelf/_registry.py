@@ -37,7 +37,6 @@ from ._versions import (
     VersionDiff,
     compare_versions,
     diff_versions,
-    joblib_entry,
     list_versions,
     plan_gc,
     read_manifest,

@@ -53,12 +53,22 @@ def ok(*args: str) -> Result:
 
 
 def _canary(reg: Registry, per_window: int = 300, rates: tuple[float, float] = (0.01, 0.01)) -> Any:
-    """A canary with one window of traffic from two servers per arm: the window holding its
-    start, so that commands on the real clock see it."""
+    """A canary with two windows of traffic from two servers per arm, right after its start.
+
+    The promoter counts whole windows after the start; commands on the real clock read them
+    although they lie a minute or two ahead of it.
+    """
     reg.start_canary(MODEL, "1.1.0", 0.05, reason="retrained")
     started = reg.aliases(MODEL).canary_started_at
     assert started is not None
-    fleet_traffic(reg, ("1.0.0", "1.1.0"), started, 1, per_window=per_window, error_rates=rates)
+    fleet_traffic(
+        reg,
+        ("1.0.0", "1.1.0"),
+        started + timedelta(minutes=1),
+        2,
+        per_window=per_window,
+        error_rates=rates,
+    )
     return started
 
 
@@ -110,7 +120,7 @@ def test_status_shows_the_arms_bounds_and_what_the_promoter_would_do(reg: Regist
     promoter = data["promoter"]
     assert promoter["dry_run"] and not promoter["applied"]
     decision = promoter["decision"]
-    assert decision["canary"]["requests"] == 2 * 300
+    assert decision["canary"]["requests"] == 2 * 2 * 300
     assert decision["latency_p99"]["canary_lower"] is not None
     assert f"the promoter would {decision['action']}" in out
 
@@ -215,7 +225,7 @@ def test_status_runs_with_read_only_credentials(make_backend: Any, tmp_path: Pat
         env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["promoter"]["canary_requests"] == 2 * 300
+    assert json.loads(result.stdout)["promoter"]["canary_requests"] == 2 * 2 * 300
     assert listing() == before, "status changed the bucket"
 
 
@@ -225,7 +235,7 @@ def test_promoter_decisions_lists_past_decisions(reg: Registry) -> None:
     data = json.loads(ok("promoter", "decisions", MODEL, "--json").output)
     (decision,) = data["decisions"]
     assert decision["outcome"] in {"applied", "no_change"}
-    assert decision["decision"]["canary"]["requests"] == 2 * 300
+    assert decision["decision"]["canary"]["requests"] == 2 * 2 * 300
     out = ok("promoter", "decisions", MODEL).output
     assert decision["decision"]["action"] in out
 
