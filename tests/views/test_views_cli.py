@@ -142,8 +142,8 @@ class ReadOnlyStore:
     def head(self, key: str) -> ObjectInfo:
         return self.inner.head(key)
 
-    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        return self.inner.list(prefix)
+    def list(self, prefix: str = "", **kwargs: Any) -> Iterator[ObjectInfo]:
+        return self.inner.list(prefix, **kwargs)
 
     def _refuse(self, key: str) -> None:
         self.refused.append(key)

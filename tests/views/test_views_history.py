@@ -68,8 +68,8 @@ class CountingStore:
         self.gets.append(key)
         return self.inner.get(key, if_none_match=if_none_match)
 
-    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        return self.inner.list(prefix)
+    def list(self, prefix: str = "", **kwargs: Any) -> Iterator[ObjectInfo]:
+        return self.inner.list(prefix, **kwargs)
 
     def put(self, key: str, data: bytes, *, mode: PutMode = CREATE) -> str:
         raise AssertionError(f"a view wrote {key}")
