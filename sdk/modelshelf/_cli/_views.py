@@ -24,6 +24,7 @@ from ._promoter import promoter_group
 if TYPE_CHECKING:
     from modelshelf_promoter import ModelRun
 
+    from .._registry import Registry
     from .._versions import Comparison, VersionDiff
 
 __all__ = [
@@ -149,13 +150,13 @@ def diff_command(app: AppState, old: str, new: str, as_json: bool) -> None:
     _print_diff(app, diff)
 
 
-def _dry_run(app: AppState, name: str) -> ModelRun:
+def _dry_run(registry: Registry, name: str) -> ModelRun:
     import logging
 
     from modelshelf_promoter import Promoter
 
     logging.getLogger("modelshelf.promoter").addHandler(logging.NullHandler())
-    return Promoter(app.registry).run_model(name, dry_run=True)
+    return Promoter(registry).run_model(name, dry_run=True)
 
 
 def _pct(rate: float | None) -> str:
@@ -181,7 +182,7 @@ def status_command(app: AppState, name: str, as_json: bool) -> None:
     judge's bounds, time at the step, and what the promoter would decide and why."""
     check_name(name)
     aliases = app.registry.aliases(name)
-    run = _dry_run(app, name) if aliases.canary is not None else None
+    run = _dry_run(app.registry, name) if aliases.canary is not None else None
     if run is not None and run.status == "error":
         from .._errors import ModelshelfError
 
@@ -382,8 +383,8 @@ def ui_command(app: AppState, host: str, port: int, poll: float) -> None:
 
     registry = app.registry
 
-    def judge(name: str) -> dict[str, Any]:
-        run = _dry_run(app, name)
+    def judge(reader: Registry, name: str) -> dict[str, Any]:
+        run = _dry_run(reader, name)
         if run.decision is None:
             raise InvalidInputError(run.reason)
         data: dict[str, Any] = json.loads(run.decision.model_dump_json())

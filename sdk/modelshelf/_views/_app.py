@@ -51,8 +51,9 @@ if TYPE_CHECKING:
 
 __all__ = ["ACTIONS", "Judge", "create_app"]
 
-Judge = Callable[[str], Mapping[str, Any]]
-"""Given a model, what the promoter would decide now (a dry run's decision, as JSON)."""
+Judge = Callable[["Registry", str], Mapping[str, Any]]
+"""Given the app's (read-cached) registry and a model, what the promoter would decide now: a
+dry run's decision, as JSON."""
 
 ACTIONS: dict[str, str] = {
     "promote": "make the canary the active version",
@@ -181,8 +182,6 @@ def create_app(
     writer = registry
     # Pages read through a cache of immutable objects; actions go to the registry itself.
     registry = Registry(_ReadCache(writer.store), cache_dir=writer.cache.root, user=writer.user)
-    # The chart engine takes about half a second to start: not on the first page's time.
-    threading.Thread(target=_warm_charts, name="modelshelf-ui-warm-up", daemon=True).start()
     token = secrets.token_urlsafe(24)
     svgs = _SvgCache()
     summaries: SummaryCache = {}
@@ -288,7 +287,7 @@ def create_app(
             totals = {arm: series.totals(arm) for arm in ("active", "canary")}
         if judge is not None and aliases.canary is not None:
             try:
-                verdict = _Decision.model_validate(judge(name))
+                verdict = _Decision.model_validate(judge(registry, name))
             except ModelshelfError as exc:
                 verdict_error = str(exc)
             except ValidationError as exc:
@@ -304,6 +303,19 @@ def create_app(
             "verdict_error": verdict_error,
             "checked_at": clock(),
         }
+
+    def warm_up_pages() -> None:
+        # The chart engine takes about half a second to start, and a canary's metric objects
+        # are read once: both happen here, not on the first page's time.
+        _warm_charts()
+        try:
+            for name in registry.models():
+                if registry.aliases(name).canary is not None:
+                    canary_context(name)
+        except ModelshelfError:
+            pass  # the pages report it when asked
+
+    threading.Thread(target=warm_up_pages, name="modelshelf-ui-warm-up", daemon=True).start()
 
     def canary_page(request: Request) -> Response:
         name = model_name(request)

@@ -128,7 +128,9 @@ def read_canary_series(
             cache.clear()
         cache.update((k, r) for k, r in zip(keys, fresh, strict=True) if r is not None)
     found = dict(zip(keys, fresh, strict=True))
-    results = [known[key] if key in known else found[key] for _, _, key in todo]
+    # .get: another thread may clear a shared cache meanwhile (then the object is skipped
+    # this time, as if deleted, and read again next time).
+    results = [found[key] if key in found else known.get(key) for _, _, key in todo]
     groups: dict[tuple[datetime, Arm], list[MetricsSummary]] = defaultdict(list)
     corrupt: list[str] = []
     read = 0
