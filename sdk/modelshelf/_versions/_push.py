@@ -28,7 +28,7 @@ from .._refs import bump_version, check_name, parse_version, version_sort_key
 from .._stores import CREATE, Store, SupportsContentAddressedPut
 from ..layout import blob_key, manifest_key
 from ._manifests import list_versions, read_manifest
-from ._sources import SourceFile, collect_source
+from ._sources import SourceFile, check_unchanged, collect_source
 
 __all__ = ["Pusher"]
 
@@ -98,6 +98,7 @@ class Pusher:
             if existing is not None:
                 return existing
             entries, reused = self._upload_blobs(name, files, progress)
+            check_unchanged(files)  # a file written to meanwhile never becomes a version
             manifest = self._commit(name, the_card, entries, version, bump, allow_schema_change)
             self._repair_reused(name, files, entries, reused)
             return manifest
