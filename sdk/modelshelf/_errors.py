@@ -28,6 +28,7 @@ listed in the README and never reused::
     │   └── PromotionConflictError (33)  another promoter run changed the canary first
     ├── SchemaChangeError (40)           schema changed without a MAJOR bump
     ├── IntegrityError (50)              stored bytes do not match their sha256
+    │   └── CorruptObjectError (51)      a stored manifest or history record that does not validate
     ├── StoreError (60)                  the store failed us
     │   ├── StoreUnavailableError (61)   retries exhausted (5xx, timeouts, 409 conflicts)
     │   ├── CommitStateUnknownError (62) a write may or may not have landed; re-read
@@ -53,6 +54,7 @@ __all__ = [
     "CommitStateUnknownError",
     "ConfigurationError",
     "ConflictError",
+    "CorruptObjectError",
     "IntegrityError",
     "InvalidBundleError",
     "InvalidAliasesError",
@@ -233,6 +235,12 @@ class IntegrityError(ModelshelfError):
     """Stored bytes do not match the sha256 that names them."""
 
     exit_code = 50
+
+
+class CorruptObjectError(IntegrityError):
+    """A stored manifest or history record that does not parse or does not match its key."""
+
+    exit_code = 51
 
 
 class StoreError(ModelshelfError):

@@ -67,7 +67,7 @@ def bump_version(current: str | None, bump: str) -> str:
     """The version one ``bump`` above ``current`` (``None`` means nothing committed yet).
 
     Raises:
-        InvalidVersionError: For an unknown bump.
+        InvalidVersionError: For an unknown bump, or one that leaves the grammar.
     """
     if bump not in ("major", "minor", "patch"):
         raise InvalidVersionError(f"invalid bump {bump!r}: use 'major', 'minor' or 'patch'")
@@ -75,10 +75,17 @@ def bump_version(current: str | None, bump: str) -> str:
         return {"major": "1.0.0", "minor": "0.1.0", "patch": "0.0.1"}[bump]
     major, minor, patch = version_sort_key(current)
     if bump == "major":
-        return f"{major + 1}.0.0"
-    if bump == "minor":
-        return f"{major}.{minor + 1}.0"
-    return f"{major}.{minor}.{patch + 1}"
+        bumped = f"{major + 1}.0.0"
+    elif bump == "minor":
+        bumped = f"{major}.{minor + 1}.0"
+    else:
+        bumped = f"{major}.{minor}.{patch + 1}"
+    if not _VERSION.fullmatch(bumped):
+        raise InvalidVersionError(
+            f"a {bump} bump of {current} gives {bumped}, outside MAJOR.MINOR.PATCH (each part "
+            "at most 9 digits); bump a higher part or give an explicit version"
+        )
+    return bumped
 
 
 @dataclass(frozen=True)

@@ -453,7 +453,11 @@ class Registry(AliasOperations, TrustOperations):
         check_name(name)
         found: set[str] = set()
         for record in read_history(self.store, name):
-            found.update(v for v in (record.state.active, record.state.canary) if v)
+            # previous too: a record that cannot be read still has its state in the next
+            # record's previous (docs/design.md, invariant 3).
+            for seen in (record.state, record.previous):
+                if seen is not None:
+                    found.update(v for v in (seen.active, seen.canary) if v)
         current, _ = read_aliases(self.store, name)
         found.update(v for v in (current.active, current.canary) if v)
         return found

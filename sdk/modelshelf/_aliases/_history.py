@@ -15,13 +15,14 @@ See docs/design.md, "Scale: indexes and hints".
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 from pydantic import ValidationError
 
-from .._errors import InvalidAliasesError, KeyNotFoundError
+from .._errors import CorruptObjectError, InvalidAliasesError, KeyNotFoundError
 from .._refs import check_name
 from .._stores import Store
 from ..layout import aliases_key, history_key, history_prefix
@@ -39,13 +40,16 @@ __all__ = [
 ]
 
 _WORKERS = 16
+# Readers say here which corrupt record they skipped (the CLI prints it).
+_SKIPPED = logging.getLogger("modelshelf.skipped")
 
 
 def read_record(store: Store, name: str, generation: int) -> HistoryRecord | None:
-    """One history record, ``None`` when absent.
+    """One history record, checked against its key; ``None`` when absent.
 
     Raises:
-        InvalidAliasesError: The record is not a valid history record.
+        CorruptObjectError: The record does not parse, or carries another generation
+            than its key (docs/design.md, "Reading stored objects").
     """
     key = history_key(name, generation)
     try:
@@ -53,25 +57,51 @@ def read_record(store: Store, name: str, generation: int) -> HistoryRecord | Non
     except KeyNotFoundError:
         return None
     assert obj is not None
+    source = f"{store.uri}/{key}"
     try:
-        return HistoryRecord.model_validate_json(obj.data)
+        record = HistoryRecord.model_validate_json(obj.data)
     except ValidationError as exc:
-        raise InvalidAliasesError(
-            f"invalid history record {store.uri}/{key}: {exc.errors()[0]['msg']}"
-        ) from exc
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "record"
+        raise CorruptObjectError(
+            f"the history record {source} is corrupt ({where}: {first['msg']})"
+        ) from None
+    if record.generation != generation or record.state.generation != generation:
+        raise CorruptObjectError(
+            f"the history record {source} is corrupt: it says generation "
+            f"{record.generation} (state {record.state.generation}), its key {generation}"
+        )
+    return record
+
+
+def _readable(store: Store, name: str, generation: int) -> HistoryRecord | None:
+    try:
+        return read_record(store, name, generation)
+    except CorruptObjectError as exc:
+        _SKIPPED.warning("skipped %s", exc)
+        return None
 
 
 def read_records(store: Store, name: str, generations: Iterable[int]) -> dict[int, HistoryRecord]:
-    """The records of ``generations`` that exist, read in parallel."""
+    """The records of ``generations`` that exist and parse, read in parallel.
+
+    A corrupt record is left out and logged to ``modelshelf.skipped``.
+    """
     wanted = sorted(set(generations))
     if len(wanted) <= 1:
-        found = [(g, read_record(store, name, g)) for g in wanted]
+        found = [(g, _readable(store, name, g)) for g in wanted]
     else:
         with ThreadPoolExecutor(min(_WORKERS, len(wanted))) as pool:
             found = list(
-                zip(wanted, pool.map(lambda g: read_record(store, name, g), wanted), strict=True)
+                zip(wanted, pool.map(lambda g: _readable(store, name, g), wanted), strict=True)
             )
     return {g: r for g, r in found if r is not None}
+
+
+def _without_superseded(records: dict[int, HistoryRecord]) -> dict[int, HistoryRecord]:
+    """Drop the records a later record superseded (invariant 3): never installed."""
+    superseded = {s.generation for r in records.values() for s in r.supersedes}
+    return {g: r for g, r in records.items() if g not in superseded}
 
 
 def _generation_of(name: str, key: str) -> int | None:
@@ -110,8 +140,12 @@ def read_history(store: Store, name: str, *, limit: int | None = None) -> list[H
     check_name(name)
     newest = newest_generation(store, name)
     first = 1 if limit is None else max(1, newest - limit + 1)
+    # Up to 64 records past the window may supersede ones inside it.
     records = read_records(store, name, range(first, newest + 1))
-    return [records[g] for g in sorted(records)]
+    if limit is not None and first > 1:
+        records = {**read_records(store, name, range(max(1, first - 64), first)), **records}
+        records = {g: r for g, r in _without_superseded(records).items() if g >= first}
+    return [r for g, r in sorted(_without_superseded(records).items())]
 
 
 def iter_history_newest_first(
@@ -122,12 +156,15 @@ def iter_history_newest_first(
     check_name(name)
     generation = newest_generation(store, name) if start is None else start
     batch = 4
+    superseded: set[int] = set()
     while generation >= 1:
         low = max(1, generation - batch + 1)
         records = read_records(store, name, range(low, generation + 1))
         for g in range(generation, low - 1, -1):
-            if g in records:
-                yield records[g]
+            if g in records and g not in superseded:
+                superseded.update(s.generation for s in records[g].supersedes)
+                if g not in superseded:
+                    yield records[g]
         generation = low - 1
         batch = min(batch * 4, 256)
 
@@ -166,7 +203,7 @@ def _follow(
     """The record ``pointer`` names when it really is the change that made ``active``."""
     if pointer is None:
         return None
-    record = read_record(store, name, pointer)
+    record = _readable(store, name, pointer)
     if record is None or record.generation != pointer or not _is_change_to(record, active):
         return None
     return record
@@ -305,5 +342,6 @@ def served_at_search(
         first -= 1
         if first not in search.known:
             search.fetch(range(max(1, first - 3), first + 1))
-    window = [search.known[g] for g in range(first, last + 2) if g in search.known]
+    known = _without_superseded(search.known)
+    window = [known[g] for g in range(first, last + 2) if g in known]
     return served_at(window, when, grace)

@@ -12,6 +12,7 @@ N's ``state``, and every state a server could ever read from ``aliases.json`` ha
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections.abc import Callable
 from datetime import datetime
@@ -24,6 +25,7 @@ from .._errors import (
     AccessDeniedError,
     AliasNotSetError,
     CommitStateUnknownError,
+    CorruptObjectError,
     InvalidAliasesError,
     KeyNotFoundError,
     PreconditionFailedError,
@@ -32,12 +34,16 @@ from .._errors import (
 )
 from .._refs import check_name, version_sort_key
 from .._stores import CREATE, IfMatch, Store
-from ..layout import aliases_key, history_key, manifest_key
-from ._state import AliasAction, Aliases, HistoryRecord, parse_aliases
+from ..layout import aliases_key, history_key, history_prefix, manifest_key
+from ._history import read_record
+from ._state import AliasAction, Aliases, HistoryRecord, SupersededRecord, parse_aliases
 
 __all__ = ["apply_change", "next_state", "read_aliases", "resolve_alias"]
 
 _MAX_ATTEMPTS = 200
+_MAX_SUPERSEDED = 64
+# Where a change says which unsound claimed records it superseded (the CLI prints it).
+_SKIPPED = logging.getLogger("modelshelf.skipped")
 
 
 def read_aliases(store: Store, name: str) -> tuple[Aliases, str | None]:
@@ -50,13 +56,36 @@ def read_aliases(store: Store, name: str) -> tuple[Aliases, str | None]:
     return parse_aliases(obj.data, f"{store.uri}/{aliases_key(name)}"), obj.etag
 
 
-def _read_record(store: Store, name: str, generation: int) -> HistoryRecord | None:
+def _claim(
+    store: Store, name: str, generation: int, current: Aliases, skipped: list[SupersededRecord]
+) -> tuple[HistoryRecord | None, str | None]:
+    """Read the claimed record at ``generation`` (invariant 3, step 1).
+
+    Returns ``(record, None)`` when it is sound and may be installed, ``(None, problem)``
+    when it must be superseded, ``(None, None)`` when there is none.
+    """
     try:
-        obj = store.get(history_key(name, generation))
-    except KeyNotFoundError:
-        return None
-    assert obj is not None
-    return HistoryRecord.model_validate_json(obj.data)
+        record = read_record(store, name, generation)
+    except CorruptObjectError as exc:
+        return None, str(exc)
+    if record is None:
+        return None, None
+    if record.previous is not None and record.previous.generation != current.generation:
+        return None, (
+            f"its previous state is generation {record.previous.generation}, "
+            f"the installed one {current.generation}"
+        )
+    if [s.generation for s in record.supersedes] != [s.generation for s in skipped]:
+        return None, "it supersedes other records than the unsound ones before it"
+    for role in ("active", "canary"):
+        version = getattr(record.state, role)
+        if version is None:
+            continue
+        try:
+            store.head(manifest_key(name, version))
+        except KeyNotFoundError:
+            return None, f"it makes {name}:{version} {role}, which is not committed"
+    return record, None
 
 
 def _swap(store: Store, name: str, state: Aliases, etag: str | None) -> None:
@@ -104,7 +133,21 @@ def apply_change(
     check_name(name)
     for _ in range(_MAX_ATTEMPTS):
         current, etag = read_aliases(store, name)
-        claimed = _read_record(store, name, current.generation + 1)
+        # Roll a sound claimed record forward; supersede unsound ones (invariant 3, step 1).
+        skipped: list[SupersededRecord] = []
+        target = current.generation + 1
+        while True:
+            claimed, problem = _claim(store, name, target, current, skipped)
+            if problem is None:
+                break
+            skipped.append(SupersededRecord(generation=target, problem=problem))
+            if len(skipped) > _MAX_SUPERSEDED:
+                raise CorruptObjectError(
+                    f"{name!r} has more than {_MAX_SUPERSEDED} unsound history records after "
+                    f"generation {current.generation} ({problem}); someone is writing under "
+                    f"{history_prefix(name)}: find out who before changing the aliases"
+                )
+            target += 1
         if claimed is not None:
             _swap(store, name, claimed.state, etag)  # roll a half-done change forward
             continue
@@ -116,7 +159,9 @@ def apply_change(
             )
         updates = change(current)
         now = utcnow()
-        state = next_state(name, current, updates, user=user, reason=reason, now=now)
+        state = next_state(
+            name, current, updates, user=user, reason=reason, now=now, generation=target
+        )
         _check_versions(store, name, state, allow_major)
         record = HistoryRecord(
             generation=state.generation,
@@ -126,7 +171,15 @@ def apply_change(
             who=user,
             when=now,
             reason=reason,
+            supersedes=skipped,
         )
+        for superseded in skipped:
+            _SKIPPED.warning(
+                "superseded the unsound history record %s of %s: %s",
+                superseded.generation,
+                name,
+                superseded.problem,
+            )
         key = history_key(name, record.generation)
         try:
             store.put(key, record.to_json(), mode=CREATE)
@@ -136,7 +189,10 @@ def apply_change(
             raise  # a refusal is definite: nothing was written
         except StoreError as exc:
             # The claim may have landed; only its content tells whether it is ours.
-            landed = _read_record(store, name, record.generation)
+            try:
+                landed = read_record(store, name, record.generation)
+            except CorruptObjectError:
+                continue  # not ours; the next attempt supersedes it
             if landed is None or landed.txn != record.txn:
                 if landed is None:
                     raise CommitStateUnknownError(
@@ -159,8 +215,13 @@ def next_state(
     user: str,
     reason: str | None,
     now: datetime,
+    generation: int | None = None,
 ) -> Aliases:
     """The state generation N+1 installs: ``current`` with ``updates``, stamped.
+
+    Built from ``current``'s declared fields only (unknown fields of a hand-edited
+    aliases object are not carried forward). ``generation`` is N+1 unless the change
+    superseded unsound claimed records (invariant 3).
 
     Pure, so that tools building a history (the scale benchmark) write exactly the states
     this log writes. Maintains the rollback back-pointer ``active_since``
@@ -170,11 +231,11 @@ def next_state(
     Raises:
         InvalidAliasesError: The new state breaks a rule.
     """
-    generation = current.generation + 1
+    generation = current.generation + 1 if generation is None else generation
     try:
         state = Aliases.model_validate(
             {
-                **current.model_dump(),
+                **current.declared(),
                 **updates,
                 "generation": generation,
                 "salt": current.salt or secrets.token_hex(8),

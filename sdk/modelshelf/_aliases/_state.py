@@ -12,7 +12,14 @@ from .._card import canonical_json
 from .._errors import InvalidAliasesError, InvalidVersionError
 from .._refs import parse_version
 
-__all__ = ["AliasAction", "Aliases", "HistoryRecord", "ServedVersion", "parse_aliases"]
+__all__ = [
+    "AliasAction",
+    "Aliases",
+    "HistoryRecord",
+    "ServedVersion",
+    "SupersededRecord",
+    "parse_aliases",
+]
 
 AliasAction = Literal[
     "set_active", "start_canary", "set_ratio", "promote", "abort_canary", "rollback"
@@ -65,6 +72,11 @@ class Aliases(BaseModel):
         """Canonical bytes (sorted keys)."""
         return canonical_json(self.model_dump(mode="json"))
 
+    def declared(self) -> dict[str, object]:
+        """The declared fields only: what a new state is built from (unknown fields of a
+        hand-edited object are not carried into every later state)."""
+        return self.model_dump(include=set(type(self).model_fields))
+
     def trusted_active_since(self) -> int | None:
         """``active_since`` when this state's writer maintained it, else ``None``."""
         if self.active_since is None or self.active_since_at != self.generation:
@@ -86,8 +98,21 @@ def parse_aliases(data: bytes, source: str = "aliases.json") -> Aliases:
         ) from exc
 
 
+class SupersededRecord(BaseModel):
+    """A claimed history record that was never installed, and why (docs/design.md,
+    invariant 3)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    generation: int
+    problem: str
+
+
 class HistoryRecord(BaseModel):
-    """One alias change: who, when, why, and the state before and after."""
+    """One alias change: who, when, why, and the state before and after.
+
+    ``supersedes`` lists the unsound claimed records this change skipped over.
+    """
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
@@ -99,6 +124,7 @@ class HistoryRecord(BaseModel):
     when: datetime
     reason: str | None = None
     txn: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    supersedes: list[SupersededRecord] = Field(default_factory=list)
 
     def to_json(self) -> bytes:
         """Canonical bytes (sorted keys)."""

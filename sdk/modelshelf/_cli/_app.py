@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import sys
 import traceback
 from collections.abc import Callable, Iterator
@@ -201,3 +202,20 @@ def _report(ctx: click.Context, exc: BaseException, code: int, message: str) -> 
 def cli(ctx: click.Context, registry_uri: str | None, debug: bool) -> None:
     """modelshelf: a model registry that is nothing but a bucket."""
     ctx.obj = AppState(registry_uri=registry_uri, debug=debug)
+    _say_what_was_skipped()
+
+
+class _WarningLine(logging.Handler):
+    """Prints each record as one ``warning: ...`` line on the current stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        click.echo(f"warning: {' '.join(record.getMessage().split())}", err=True)
+
+
+def _say_what_was_skipped() -> None:
+    # Readers of many objects skip a corrupt one and log it here (docs/design.md,
+    # "Reading stored objects"); on the command line that is one warning line each.
+    skipped = logging.getLogger("modelshelf.skipped")
+    if not any(isinstance(h, _WarningLine) for h in skipped.handlers):
+        skipped.addHandler(_WarningLine())
+        skipped.propagate = False

@@ -86,6 +86,7 @@ def gc(
                 "orphan_blobs": plan.orphan_blobs,
                 "bytes_freed": plan.bytes_freed,
                 "stale_uploads": plan.stale_uploads,
+                "corrupt_versions": plan.corrupt_versions,
             }
         )
         return

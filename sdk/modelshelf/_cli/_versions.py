@@ -12,8 +12,9 @@ from rich.table import Table
 from rich.text import Text
 
 from .._card import ModelCard, ModelVersion, utcnow
-from .._errors import InvalidCardError, ModelNotFoundError
-from .._refs import check_name
+from .._errors import CorruptObjectError, InvalidCardError, ModelNotFoundError
+from .._refs import check_name, parse_ref
+from .._registry import Registry
 from ._app import (
     AppState,
     cli,
@@ -170,9 +171,16 @@ def list_command(state: AppState, name: str | None, as_json: bool) -> None:
         return
 
     check_name(name)
-    manifests = [registry.get(f"{name}:{v}") for v in registry.versions(name)]
-    if not manifests:
+    versions = registry.versions(name)
+    if not versions:
         raise ModelNotFoundError(f"model {name!r} has no versions in {registry.uri}")
+    manifests: list[ModelVersion | str] = []
+    for version in versions:
+        try:
+            manifests.append(registry.get(f"{name}:{version}"))
+        except CorruptObjectError as exc:
+            click.echo(f"warning: skipped {name}:{version}: {' '.join(str(exc).split())}", err=True)
+            manifests.append(version)  # listed, marked corrupt
     if as_json:
         emit_json(
             [
@@ -184,12 +192,17 @@ def list_command(state: AppState, name: str | None, as_json: bool) -> None:
                     "size": m.size,
                     "files": len(m.files),
                 }
+                if isinstance(m, ModelVersion)
+                else {"name": name, "version": m, "corrupt": True}
                 for m in manifests
             ]
         )
         return
     table = Table("version", "created at", "created by", "size", "files")
     for m in manifests:
+        if not isinstance(m, ModelVersion):
+            table.add_row(m, "corrupt manifest", "", "", "")
+            continue
         table.add_row(
             m.version,
             format_time(m.created_at),
@@ -198,6 +211,25 @@ def list_command(state: AppState, name: str | None, as_json: bool) -> None:
             str(len(m.files)),
         )
     state.console.print(table)
+
+
+def _readable_manifest(registry: Registry, ref: str) -> ModelVersion:
+    """The manifest of ``ref``; for the latest version, the newest one that is not corrupt."""
+    try:
+        return registry.get(ref)
+    except CorruptObjectError as exc:
+        parsed = parse_ref(ref)
+        if parsed.version is not None or parsed.alias is not None:
+            raise
+        for version in reversed(registry.versions(parsed.name)[:-1]):
+            try:
+                manifest = registry.get(f"{parsed.name}:{version}")
+            except CorruptObjectError:
+                continue
+            problem = " ".join(str(exc).split())
+            click.echo(f"warning: skipped the latest version: {problem}", err=True)
+            return manifest
+        raise
 
 
 def _compact(value: Any) -> str:
@@ -215,7 +247,7 @@ def show(state: AppState, ref: str, as_json: bool) -> None:
     approvals are checked against the trust policy in force.
     """
     registry = state.registry
-    manifest = registry.get(ref)
+    manifest = _readable_manifest(registry, ref)
     signatures = registry.signatures(manifest.ref)
     approvals = registry.approvals(manifest.ref)
     if as_json:

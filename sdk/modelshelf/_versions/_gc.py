@@ -15,10 +15,10 @@ from datetime import datetime, timedelta
 
 from .._card import utcnow
 from .._errors import InvalidInputError
-from .._refs import check_name
+from .._refs import check_name, version_sort_key
 from .._stores import Store, SupportsStaleUploads
 from ..layout import blob_prefix, blobs_root
-from ._manifests import list_versions, read_manifest
+from ._manifests import digests_in, list_versions, read_manifests
 
 __all__ = ["GcPlan", "parse_age", "plan_gc", "run_gc"]
 
@@ -51,6 +51,9 @@ class GcPlan:
     orphan_blobs: list[str] = field(default_factory=list)
     stale_uploads: int = 0
     deleted: bool = False
+    corrupt_versions: list[str] = field(default_factory=list)
+    """Versions whose manifest does not validate: skipped, and every blob whose digest
+    appears in their bytes kept."""
 
     @property
     def bytes_freed(self) -> int:
@@ -85,12 +88,14 @@ def plan_gc(
         raise InvalidInputError(f"--keep-last must be 0 or more, not {keep_last}")
     now = now or utcnow()
     versions = list_versions(store, name)
-    manifests = {v: read_manifest(store, name, v) for v in versions}
+    manifests, corrupt = read_manifests(store, name, versions)
     ever_aliased = set(protected)
 
-    plan = GcPlan(name=name)
+    plan = GcPlan(name=name, corrupt_versions=sorted(corrupt, key=version_sort_key))
     recent = set(versions[-keep_last:]) if keep_last else set()
     for version in versions:
+        if version in corrupt:
+            continue  # what it needs is unknown: every digest in its bytes is kept below
         too_old = older_than is None or manifests[version].created_at < now - older_than
         if version in ever_aliased:
             plan.protected_versions.append(version)
@@ -104,7 +109,9 @@ def plan_gc(
         for version in plan.kept_versions + plan.protected_versions
         for entry in manifests[version].files
     }
-    referenced = {entry.sha256 for m in manifests.values() for entry in m.files}
+    for version in corrupt:
+        needed |= digests_in(store, name, version)
+    referenced = {entry.sha256 for m in manifests.values() for entry in m.files} | needed
     for info in store.list(blob_prefix(name)):
         digest = info.key.rsplit("/", 1)[-1]
         if digest in needed:

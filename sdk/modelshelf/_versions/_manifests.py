@@ -1,19 +1,42 @@
-"""Reading committed versions: the manifests under ``{model}/versions/``."""
+"""Reading committed versions: the manifests under ``{model}/versions/``.
+
+A manifest is checked against its key before it is used (docs/design.md, "Reading stored
+objects"); a bad one is a :class:`CorruptObjectError`, never a validation dump.
+"""
 
 from __future__ import annotations
 
+import logging
+import re
+
+from pydantic import ValidationError
+
 from .._card import ModelVersion
 from .._errors import (
+    CorruptObjectError,
     InvalidInputError,
     KeyNotFoundError,
     ModelNotFoundError,
     VersionNotFoundError,
 )
 from .._refs import check_name, parse_version, version_sort_key
-from .._stores import Store
+from .._stores import Store, check_key
 from ..layout import manifest_key, version_of_manifest_key, versions_prefix
 
-__all__ = ["list_versions", "read_manifest", "read_manifest_json"]
+__all__ = [
+    "SKIPPED",
+    "digests_in",
+    "list_versions",
+    "parse_manifest",
+    "read_manifest",
+    "read_manifest_json",
+    "read_manifests",
+]
+
+SKIPPED = logging.getLogger("modelshelf.skipped")
+"""Where readers of many objects say which corrupt one they skipped (the CLI prints it)."""
+
+_HEX64 = re.compile(rb"[0-9a-f]{64}")
 
 
 def list_versions(store: Store, name: str) -> list[str]:
@@ -32,12 +55,62 @@ def list_versions(store: Store, name: str) -> list[str]:
     return sorted(found, key=version_sort_key)
 
 
+def parse_manifest(data: bytes, name: str, version: str, source: str) -> ModelVersion:
+    """Validate a stored manifest against the key it was read from.
+
+    Raises:
+        CorruptObjectError: It does not parse, names another model or version, or lists a
+            path that is unsafe, repeated, or both a file and a folder.
+    """
+    try:
+        manifest = ModelVersion.model_validate_json(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "manifest"
+        raise CorruptObjectError(
+            f"the manifest {source} is corrupt ({where}: {first['msg']}); "
+            "it cannot be used; push the model again as a new version"
+        ) from None
+    problem = _problem(manifest, name, version)
+    if problem is not None:
+        raise CorruptObjectError(
+            f"the manifest {source} is corrupt: {problem}; it cannot be used; "
+            "push the model again as a new version"
+        )
+    return manifest
+
+
+def _problem(manifest: ModelVersion, name: str, version: str) -> str | None:
+    for field, expected in (("name", name), ("version", version)):
+        if getattr(manifest, field) != expected:
+            return f"its {field} is {getattr(manifest, field)!r}, its key says {expected!r}"
+        card_value = getattr(manifest.card, field)
+        if card_value is not None and card_value != expected:
+            return f"its card's {field} is {card_value!r}, its key says {expected!r}"
+    seen: set[str] = set()
+    for entry in manifest.files:
+        try:
+            check_key(entry.path)
+        except InvalidInputError:
+            return f"it names the unsafe path {entry.path!r}"
+        if entry.path in seen:
+            return f"it names the path {entry.path!r} twice"
+        seen.add(entry.path)
+    for path in seen:
+        parts = path.split("/")
+        for i in range(1, len(parts)):
+            if "/".join(parts[:i]) in seen:
+                return f"{'/'.join(parts[:i])!r} is both a file and the folder of {path!r}"
+    return None
+
+
 def read_manifest(store: Store, name: str, version: str) -> ModelVersion:
-    """The manifest of ``name:version``.
+    """The manifest of ``name:version``, checked against its key.
 
     Raises:
         ModelNotFoundError: The model has no versions at all.
         VersionNotFoundError: This version is not committed (the message lists the newest).
+        CorruptObjectError: The stored manifest does not validate.
     """
     return read_manifest_json(store, name, version)[0]
 
@@ -48,9 +121,11 @@ def read_manifest_json(store: Store, name: str, version: str) -> tuple[ModelVers
     Raises:
         ModelNotFoundError: The model has no versions at all.
         VersionNotFoundError: This version is not committed (the message lists the newest).
+        CorruptObjectError: The stored manifest does not validate.
     """
+    key = manifest_key(name, version)
     try:
-        obj = store.get(manifest_key(name, version))
+        obj = store.get(key)
     except KeyNotFoundError as exc:
         known = list_versions(store, name)
         if not known:
@@ -60,4 +135,29 @@ def read_manifest_json(store: Store, name: str, version: str) -> tuple[ModelVers
             f"known versions: {', '.join(known[-5:])}"
         ) from exc
     assert obj is not None
-    return ModelVersion.model_validate_json(obj.data), obj.data
+    return parse_manifest(obj.data, name, version, f"{store.uri}/{key}"), obj.data
+
+
+def digests_in(store: Store, name: str, version: str) -> set[str]:
+    """Every sha256-looking string in a manifest's raw bytes (for a corrupt one)."""
+    try:
+        obj = store.get(manifest_key(name, version))
+    except KeyNotFoundError:
+        return set()
+    assert obj is not None
+    return {m.decode() for m in _HEX64.findall(obj.data)}
+
+
+def read_manifests(
+    store: Store, name: str, versions: list[str]
+) -> tuple[dict[str, ModelVersion], dict[str, CorruptObjectError]]:
+    """Read many manifests, skipping (and logging to :data:`SKIPPED`) corrupt ones."""
+    good: dict[str, ModelVersion] = {}
+    bad: dict[str, CorruptObjectError] = {}
+    for version in versions:
+        try:
+            good[version] = read_manifest(store, name, version)
+        except CorruptObjectError as exc:
+            bad[version] = exc
+            SKIPPED.warning("skipped %s:%s: %s", name, version, exc)
+    return good, bad

@@ -15,6 +15,7 @@ from typing import Any
 
 from .._card import FileEntry, ModelCard, ModelVersion, card_from_input, utcnow
 from .._errors import (
+    CorruptObjectError,
     InvalidCardError,
     InvalidVersionError,
     KeyNotFoundError,
@@ -27,7 +28,7 @@ from .._hashing import sha256_file
 from .._refs import bump_version, check_name, parse_version, version_sort_key
 from .._stores import CREATE, Store, SupportsContentAddressedPut
 from ..layout import blob_key, manifest_key
-from ._manifests import list_versions, read_manifest
+from ._manifests import SKIPPED, list_versions, read_manifest
 from ._sources import SourceFile, check_unchanged, collect_source
 
 __all__ = ["Pusher"]
@@ -240,7 +241,7 @@ class Pusher:
                     # A bump asks for a new number: another writer took this one, so take
                     # the next, even when its content equals ours. Only our own earlier
                     # attempt (byte-identical manifest, after an ambiguous retry) counts.
-                    if read_manifest(self.store, name, target).to_json() == manifest.to_json():
+                    if self._stored_bytes(name, target) == manifest.to_json():
                         return manifest
                     continue
                 same = self._identical(name, target, card, files)
@@ -252,10 +253,20 @@ class Pusher:
             "too many concurrent pushes, try again"
         )
 
+    def _stored_bytes(self, name: str, version: str) -> bytes | None:
+        try:
+            obj = self.store.get(manifest_key(name, version))
+        except KeyNotFoundError:
+            return None
+        return None if obj is None else obj.data
+
     def _identical(
         self, name: str, version: str, card: ModelCard, files: list[FileEntry]
     ) -> ModelVersion | None:
-        existing = read_manifest(self.store, name, version)
+        try:
+            existing = read_manifest(self.store, name, version)
+        except CorruptObjectError:
+            return None  # a corrupt manifest holds nothing we could be identical to
         probe = ModelVersion(
             name=name,
             version=version,
@@ -272,13 +283,16 @@ class Pusher:
         return None
 
     def _exists_error(self, name: str, version: str, existing: list[str]) -> VersionExistsError:
-        current = read_manifest(self.store, name, version)
+        try:
+            current = read_manifest(self.store, name, version)
+            by = f"pushed by {current.created_by} at {current.created_at.isoformat()}"
+        except CorruptObjectError:
+            by = "and its manifest is corrupt"
         highest = existing[-1] if existing else version
-        free = ", ".join(bump_version(highest, b) for b in ("patch", "minor", "major"))
+        free = ", ".join(_free_bumps(highest))
         return VersionExistsError(
-            f"{name}:{version} already exists with other content, pushed by "
-            f"{current.created_by} at {current.created_at.isoformat()}; versions are immutable. "
-            f"Next free versions: {free} (or push with --bump)"
+            f"{name}:{version} already exists with other content, {by}; versions are "
+            f"immutable. Next free versions: {free} (or push with --bump)"
         )
 
     def _check_schema(
@@ -290,9 +304,16 @@ class Pusher:
         allow_schema_change: bool,
     ) -> None:
         below = [v for v in existing if version_sort_key(v) < version_sort_key(target)]
-        if not below:
+        previous: ModelVersion | None = None
+        for candidate in reversed(below):
+            try:
+                previous = read_manifest(self.store, name, candidate)
+                break
+            except CorruptObjectError as exc:
+                # Compare with the newest version that can be read, and say so.
+                SKIPPED.warning("skipped %s:%s for the schema check: %s", name, candidate, exc)
+        if previous is None:
             return
-        previous = read_manifest(self.store, name, below[-1])
         changed = [
             field
             for field in ("input_schema", "output_schema")
@@ -311,3 +332,13 @@ class Pusher:
             f"({bump_version(existing[-1], 'major')}, or --bump major), "
             "or pass allow_schema_change / --allow-schema-change to record an exception"
         )
+
+
+def _free_bumps(highest: str) -> list[str]:
+    free = []
+    for bump in ("patch", "minor", "major"):
+        try:
+            free.append(bump_version(highest, bump))
+        except InvalidVersionError:
+            continue  # that part is at the grammar's end
+    return free or ["none above " + highest]
