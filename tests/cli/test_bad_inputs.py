@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,32 @@ def snapshot(root: Path) -> dict[str, bytes]:
     }
 
 
+def _make_tree(src: Path, entries: list[dict[str, str]], tmp: Path) -> None:
+    """A push source folder: ``{"path", "kind": file|link|fifo, "target"}``; ``path_hex``
+    names an entry by raw bytes (names that are not UTF-8)."""
+    if not entries:
+        return
+    src.mkdir()
+    (src / "weights.bin").write_bytes(b"weights")
+    (tmp / "outside.txt").write_text("secret")
+    for entry in entries:
+        raw = (
+            os.fsencode(src)
+            + b"/"
+            + (bytes.fromhex(entry["path_hex"]) if "path_hex" in entry else entry["path"].encode())
+        )
+        path = Path(os.fsdecode(raw))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if entry["kind"] == "file":
+            path.write_bytes(b"x")
+        elif entry["kind"] == "link":
+            path.symlink_to(entry["target"].replace("{tmp}", str(tmp)))
+        elif entry["kind"] == "fifo":
+            os.mkfifo(path)
+        else:
+            raise AssertionError(f"unknown tree entry kind {entry['kind']!r}")
+
+
 @pytest.mark.parametrize("case", CASES)
 def test_bad_input(case: dict[str, Any], seeded: Path, tmp_path: Path) -> None:
     import shutil
@@ -70,6 +97,10 @@ def test_bad_input(case: dict[str, Any], seeded: Path, tmp_path: Path) -> None:
         card.write_bytes(bytes.fromhex(case["card_bytes_hex"]))
     if "aliases_json" in case:
         (reg / "iris" / "aliases.json").write_text(case["aliases_json"], encoding="utf-8")
+    for key, text in case.get("objects", {}).items():
+        (reg / key).parent.mkdir(parents=True, exist_ok=True)
+        (reg / key).write_text(text, encoding="utf-8")
+    _make_tree(tmp_path / "src", case.get("tree", []), tmp_path)
     before = snapshot(reg)
 
     if "event" in case:
