@@ -160,7 +160,6 @@ def test_listing_past_one_page_in_key_order(store: Store) -> None:
     assert list(store.list("nothing/")) == [], "an unknown prefix lists nothing"
 
 
-
 def test_listing_after_a_key_and_up_to_a_limit(store: Store) -> None:
     keys = [f"m/history/{g:012d}.json" for g in range(1, 1206)]
     with cf.ThreadPoolExecutor(4) as pool:
