@@ -319,9 +319,11 @@ class Registry(AliasOperations, TrustOperations):
             The cached files are read-only; copy them before changing them.
 
         Raises:
+            UntrustedVersionError: Given a reference, the policy requires a signature for
+                ``pull`` and none is trusted (a manifest passed in was checked by the caller).
             IntegrityError: A blob is corrupt; nothing corrupt is cached.
         """
-        manifest = ref if isinstance(ref, ModelVersion) else self.get(ref)
+        manifest = ref if isinstance(ref, ModelVersion) else self.trusted_manifest(ref, "pull")
         return self._fetcher().fetch(manifest, progress)
 
     def pull(

@@ -120,6 +120,8 @@ def test_load_and_pull_refuse_every_bad_version_and_take_the_good_one(
             consumer.load(f"m:{version}")
         with pytest.raises(UntrustedVersionError, match=why):
             consumer.pull(f"m:{version}", tmp / f"pulled-{version}")
+        with pytest.raises(UntrustedVersionError, match=why):
+            consumer.fetch(f"m:{version}")
         assert not (tmp / f"pulled-{version}").exists()
     untouched(world)
     # nothing of a refused version was even downloaded
