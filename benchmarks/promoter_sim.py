@@ -124,6 +124,7 @@ class Scenario:
     canary_latency: Callable[[float], float] | None = None  # None: as active
     burst_every_hours: float = 0.0  # shared bursts (both arms), 0: none
     burst_factor: float = 10.0
+    latency_burst: float = 1.0  # during a burst both arms' latencies are this much slower
     bad_client_share: float = 0.0  # one sticky client with this traffic share...
     bad_client_error: float = 0.2  # ...and this error rate, whichever arm serves it
     liar: bool = False  # one of four servers reports canary counts x100
@@ -337,6 +338,9 @@ def simulate(sc: Scenario, policy: PromotionPolicy, canaries: int, seed: int, ch
     k_lo, edges = _grid([a_cdf, c_cdf])
     nb = len(edges)
     p_a, p_c = _probs(a_cdf, edges), _probs(c_cdf, edges)
+    slow_by = sc.latency_burst
+    p_a_slow = _probs(lambda x: a_cdf(x / slow_by), edges)
+    p_c_slow = _probs(lambda x: c_cdf(x / slow_by), edges)
     # The real histogram's edges are exp(key * log(gamma)) computed one by one.
     edges = np.array([math.exp(key * _LOG_GAMMA) for key in range(k_lo, k_lo + nb)])
 
@@ -409,8 +413,14 @@ def simulate(sc: Scenario, policy: PromotionPolicy, canaries: int, seed: int, ch
             y_c += np.where(on_canary, nb_err, 0.0)
             y_a += np.where(on_canary, 0.0, nb_err)
         # Latencies of the successful requests, binned.
-        lat_a = rng.poisson((n_a - y_a)[:, None] * p_a[None, :]).astype(float)
-        lat_c = rng.poisson((n_c - y_c)[:, None] * p_c[None, :]).astype(float)
+        if sc.latency_burst != 1.0:
+            slow = (burst > 1.0)[:, None]
+            pa_now = np.where(slow, p_a_slow[None, :], p_a[None, :])
+            pc_now = np.where(slow, p_c_slow[None, :], p_c[None, :])
+        else:
+            pa_now, pc_now = p_a[None, :], p_c[None, :]
+        lat_a = rng.poisson((n_a - y_a)[:, None] * pa_now).astype(float)
+        lat_c = rng.poisson((n_c - y_c)[:, None] * pc_now).astype(float)
         if sc.liar and not sc.checks:
             # The lying server's quarter: real latencies, canary counts x100.
             l_c, l_a, l_yc, l_ya, l_bc, l_ba = _regular(
@@ -613,6 +623,20 @@ def scenarios() -> list[Scenario]:
         Scenario("A/A", rpm=100_000),
         Scenario("A/A, shared bursts", rpm=200, burst_every_hours=4),
         Scenario("A/A, shared bursts", rpm=100_000, burst_every_hours=4),
+        Scenario(
+            "A/A, shared latency bursts",
+            rpm=200,
+            burst_every_hours=4,
+            burst_factor=1.0001,
+            latency_burst=2.0,
+        ),
+        Scenario(
+            "A/A, shared latency bursts",
+            rpm=2000,
+            burst_every_hours=4,
+            burst_factor=1.0001,
+            latency_burst=2.0,
+        ),
         Scenario("A/A, bad sticky client", rpm=200, bad_client_share=0.03),
         Scenario("A/A, bad sticky client", rpm=2000, bad_client_share=0.03),
         Scenario("margin's edge (1.05%)", rpm=2000, canary_error=0.0105),
