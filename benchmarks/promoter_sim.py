@@ -9,8 +9,9 @@ binned exactly as the recorder's DDSketch (relative accuracy 1%) bins them. A me
 is one 5-minute look here (the fleet's windows are 1 minute; a finer stratum only helps).
 
 What runs is the judge's arithmetic, vectorised over canaries: the window-stratified exact
-conditional error tests with their route-bucket caps (:mod:`modelshelf_promoter._counts`),
-the always-valid quantile bounds (:mod:`modelshelf_promoter._stats`), the hold, gate, step
+conditional error tests with their route-bucket caps and the stratified latency tail test
+(:mod:`modelshelf_promoter._counts`, with the reader's tail thresholds), the always-valid
+quantile bounds (:mod:`modelshelf_promoter._stats`), the hold, gate, step
 minimums and time limit of :func:`modelshelf_promoter._judge.judge`, and the reader's
 plausibility checks. The constants and the scalar formulas are imported from the promoter,
 and ``--check N`` (default 2) replays the first N canaries of every scenario through the real
@@ -19,7 +20,8 @@ counts the looks where it decided otherwise; the table's last column prints that
 
 Scenarios (the issue's): healthy canaries (A/A) at 20, 200, 2,000 and 100,000 requests a
 minute, with a shared error burst (errors x10 on both arms for 5 minutes, one every 4 hours
-on average), with one bad client (3% of the traffic, 20% errors, sticky), at the margin's
+on average), with shared latency bursts (both arms x3 slower for 5 minutes, one an hour on
+average), with one bad client (3% of the traffic, 20% errors, sticky), at the margin's
 edge; a 1.5x error regression and a p99-only x1.5 regression (p95 unchanged) at every
 traffic level; p99 x1.3, between the tolerance and materially worse, where either outcome
 is allowed; 1% -> 3% errors; heavy (Pareto) tails with p99 x1.5; a low base rate
@@ -56,6 +58,7 @@ from modelshelf_promoter._counts import (
 from modelshelf_promoter._judge import CANARY_ALPHA_SHARE, HOLD_ALPHA, judge
 from modelshelf_promoter._plausibility import ServerTotals, check_servers
 from modelshelf_promoter._policy import PromotionPolicy, apply_settings
+from modelshelf_promoter._reader import MIN_TAIL_SAMPLES
 from modelshelf_promoter._stats import _LOGIT_STEPS
 
 Array = npt.NDArray[np.float64]
@@ -350,6 +353,8 @@ def simulate(sc: Scenario, policy: PromotionPolicy, canaries: int, seed: int, ch
     alts_down = rw * np.exp(-math.log(rw) + np.array(GATE_LOG_RATIOS) * math.log(rw))
     thr_err = math.log(1.0 / policy.error_alpha)
     thr_gate = math.log(1.0 / policy.beta)
+    thr_lat = math.log(1.0 / policy.latency_alpha)
+    alts_tail = np.exp(np.array(ROLLBACK_LOG_STEPS))
     per_look = sc.rpm * INTERVAL / 60.0
     bad_point = rng.random(k)  # the bad client's route point, per canary
     bad_bucket = np.minimum((bad_point * BUCKETS).astype(np.int64), BUCKETS - 1)
@@ -373,6 +378,19 @@ def simulate(sc: Scenario, policy: PromotionPolicy, canaries: int, seed: int, ch
         "cap_a": np.zeros((k, BUCKETS)),
         "lat_a": np.zeros((k, nb)),
         "lat_c": np.zeros((k, nb)),
+        **{
+            f"{part}_{label}": (
+                np.zeros((k, len(ROLLBACK_LOG_STEPS)))
+                if part == "tail"
+                else np.full(
+                    k,
+                    -1 if part in ("tka", "tkc") else 0,
+                    dtype=np.int64 if part in ("tka", "tkc", "tused") else float,
+                )
+            )
+            for label in ("p95", "p99")
+            for part in ("tail", "tmax", "tused", "tka", "tkc")
+        },
     }
     outcome = np.zeros(k, dtype=np.int8)
     minutes = np.full(k, np.nan)
@@ -452,8 +470,39 @@ def simulate(sc: Scenario, policy: PromotionPolicy, canaries: int, seed: int, ch
                 np.stack([gate_now, floor], axis=-1), [1 - FLOOR_WEIGHT, FLOOR_WEIGHT]
             )
         st["down_max"] = np.maximum(st["down_max"], gate_now)
+        # The stratified tail test: thresholds set from active's data before this window.
+        tails: dict[str, tuple[Array, Array, Array, Array]] = {}
+        for label in ("p95", "p99"):
+            ka, kc = st[f"tka_{label}"], st[f"tkc_{label}"]
+            on = ka >= 0
+            cum_wa = np.cumsum(lat_a, axis=1)
+            cum_wc = np.cumsum(lat_c, axis=1)
+            tot_wa, tot_wc = cum_wa[:, -1], cum_wc[:, -1]
+            rows = np.arange(n_alive)
+            above_a = tot_wa - cum_wa[rows, np.clip(ka, 0, nb - 1)]
+            above_c = np.where(kc < nb, tot_wc - cum_wc[rows, np.clip(kc, 0, nb - 1)], 0.0)
+            n_wa = np.where(on, tot_wa, 0.0)
+            n_wc = np.where(on, tot_wc, 0.0)
+            above_a, above_c = np.where(on, above_a, 0.0), np.where(on, above_c, 0.0)
+            share_t = np.where(n_wa + n_wc > 0, n_wc / np.maximum(n_wa + n_wc, 1), 0.0)
+            st[f"tail_{label}"] += _cond_llr(above_c, above_a, share_t, 1.0, alts_tail)
+            st[f"tmax_{label}"] = np.maximum(
+                st[f"tmax_{label}"],
+                _log_mix(st[f"tail_{label}"], [1 / len(alts_tail)] * len(alts_tail)),
+            )
+            st[f"tused_{label}"] += on & (n_wa + n_wc > 0)
+            tails[label] = (above_c, above_a, n_wc, n_wa)
         st["lat_a"] += lat_a
         st["lat_c"] += lat_c
+        cum_a_all = np.cumsum(st["lat_a"], axis=1)
+        for label, tol in (("p95", policy.latency_p95_ratio), ("p99", policy.latency_p99_ratio)):
+            q = int(label[1:]) / 100.0
+            total = cum_a_all[:, -1]
+            idx = (cum_a_all < (q * total)[:, None]).sum(axis=1)
+            ready = total >= MIN_TAIL_SAMPLES
+            st[f"tka_{label}"] = np.where(ready, idx, -1)
+            step_up = math.ceil(math.log(tol) / math.log(_GAMMA) - 1e-9)
+            st[f"tkc_{label}"] = np.where(ready, idx + step_up, -1)
 
         # --- latency tests --------------------------------------------------------------------
         cum_a = np.cumsum(st["lat_a"], axis=1)
@@ -465,12 +514,15 @@ def simulate(sc: Scenario, policy: PromotionPolicy, canaries: int, seed: int, ch
         gate_lat = np.ones(n_alive, dtype=bool)
         for q, tol in ((0.95, policy.latency_p95_ratio), (0.99, policy.latency_p99_ratio)):
             alarm_q = np.zeros(n_alive, dtype=bool)
+            label = f"p{round(q * 100)}"
+            strat_ok = (st[f"tused_{label}"] == 0) | (st[f"tmax_{label}"] >= thr_lat)
             for level, target in ((policy.latency_alpha, "alarm"), (HOLD_ALPHA, "hold")):
                 u = _upper(cum_a, edges, q, level * (1 - CANARY_ALPHA_SHARE))
                 lo = _lower(cum_c, edges, q, level * CANARY_ALPHA_SHARE)
                 hit = checked & ~np.isnan(u) & ~np.isnan(lo) & (lo > tol * u)
                 hit &= lo > policy.latency_floor_ms
                 if target == "alarm":
+                    hit &= strat_ok
                     alarm_q = hit
                     lat_alarm |= hit
                 else:
@@ -518,6 +570,7 @@ def simulate(sc: Scenario, policy: PromotionPolicy, canaries: int, seed: int, ch
             action,
             res,
             (n_a, y_a, n_c, y_c, be_a, be_c, lat_a, lat_c),
+            tails,
         )
 
         ids = st["id"]
@@ -548,6 +601,7 @@ def _replay(
     action: npt.NDArray[np.object_],
     res: Result,
     window: tuple[Array, ...],
+    tails: dict[str, tuple[Array, Array, Array, Array]],
 ) -> None:
     """Give the checked canaries' data to the real judge() and compare its action."""
     n_a, y_a, n_c, y_c, be_a, be_c, _lat_a, _lat_c = window
@@ -564,6 +618,11 @@ def _replay(
                 start=start,
                 active_buckets={int(b): int(v) for b, v in enumerate(be_a[row]) if v},
                 canary_buckets={int(b): int(v) for b, v in enumerate(be_c[row]) if v},
+                tails={
+                    label: tuple(int(part[row]) for part in parts)  # type: ignore[misc]
+                    for label, parts in tails.items()
+                    if st[f"tka_{label}"][row] >= 0 or parts[2][row] + parts[3][row] > 0
+                },
             )
         )
         totals = server_totals[cid]
@@ -624,18 +683,18 @@ def scenarios() -> list[Scenario]:
         Scenario("A/A, shared bursts", rpm=200, burst_every_hours=4),
         Scenario("A/A, shared bursts", rpm=100_000, burst_every_hours=4),
         Scenario(
-            "A/A, shared latency bursts",
+            "A/A, latency x3 bursts",
             rpm=200,
-            burst_every_hours=4,
+            burst_every_hours=1,
             burst_factor=1.0001,
-            latency_burst=2.0,
+            latency_burst=3.0,
         ),
         Scenario(
-            "A/A, shared latency bursts",
-            rpm=2000,
-            burst_every_hours=4,
+            "A/A, latency x3 bursts",
+            rpm=100_000,
+            burst_every_hours=1,
             burst_factor=1.0001,
-            latency_burst=2.0,
+            latency_burst=3.0,
         ),
         Scenario("A/A, bad sticky client", rpm=200, bad_client_share=0.03),
         Scenario("A/A, bad sticky client", rpm=2000, bad_client_share=0.03),

@@ -91,6 +91,7 @@ __all__ = [
     "count_tests",
     "log_mix",
     "rate_upper_log_e",
+    "tail_log_e",
 ]
 
 ROLLBACK_LOG_STEPS = tuple(0.1 * 1.6**j for j in range(10))
@@ -168,6 +169,44 @@ class WindowCounts:
     start: datetime | None = None
     active_buckets: Mapping[int, int] = field(default_factory=dict)
     canary_buckets: Mapping[int, int] = field(default_factory=dict)
+    tails: Mapping[str, tuple[int, int, int, int]] = field(default_factory=dict)
+    """Per latency quantile (``"p95"``, ``"p99"``): canary latencies above the window's
+    threshold, active latencies above active's estimated quantile, and both arms'
+    latency counts (see :func:`tail_log_e`)."""
+
+
+def tail_log_e(windows: Iterable[WindowCounts], label: str) -> tuple[float, float, int]:
+    """The stratified latency tail test: (last log e-value, running maximum, windows used).
+
+    For a quantile ``q`` and tolerance ``t``, each window counts the canary's latencies above
+    ``t`` times active's estimated ``q`` quantile and active's above that estimate, the
+    estimate taken from active's data *before* the window (so it is fixed before the
+    window's latencies are seen). If the canary's latency is at most ``t`` times active's in
+    distribution (the tail form of "within tolerance"), a canary latency exceeds its
+    threshold no more often than an active one exceeds its own, so given the window's tail
+    events the canary's count is at most binomial with ``pi_s(1)``: the conditional count
+    test of the error rate, with rate ratio 1 as the null and the same ratio-scale
+    alternatives. A latency shift shared by both arms moves both counts and cancels within
+    the window, where the cumulative bounds would read it as a difference.
+    """
+    alts = [math.exp(d) for d in ROLLBACK_LOG_STEPS]
+    weights = [1.0 / len(alts)] * len(alts)
+    log_lr = [0.0] * len(alts)
+    top = 0.0
+    used = 0
+    for w in windows:
+        counts = w.tails.get(label)
+        if counts is None:
+            continue
+        canary_tail, active_tail, canary_n, active_n = counts
+        if canary_n + active_n <= 0:
+            continue
+        used += 1
+        share = canary_n / (canary_n + active_n)
+        for j, alt in enumerate(alts):
+            log_lr[j] += conditional_log_lr(canary_tail, active_tail, share, 1.0, alt)
+        top = max(top, log_mix(log_lr, weights))
+    return (log_mix(log_lr, weights) if used else 0.0), top, used
 
 
 class BucketCaps:

@@ -45,7 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from modelshelf import InvalidInputError, canonical_json
 from modelshelf.metrics import ROUTE_BUCKETS, ArmStats
 
-from ._counts import CountEvidence, WindowCounts, catch_minimum, count_tests
+from ._counts import CountEvidence, WindowCounts, catch_minimum, count_tests, tail_log_e
 from ._plausibility import ServerReport
 from ._policy import PromotionPolicy
 from ._stats import (
@@ -343,7 +343,20 @@ def judge(
             "canary_share": CANARY_ALPHA_SHARE,
             "floor_ms": policy.latency_floor_ms,
         }
-        latency[q] = latency_test(active_hist, canary_hist, alpha=policy.latency_alpha, **common)  # type: ignore[arg-type]
+        test = latency_test(active_hist, canary_hist, alpha=policy.latency_alpha, **common)  # type: ignore[arg-type]
+        _, top, used = tail_log_e(strata, _label(q))
+        if used:
+            # Both must alarm: the bounds (exact for one distribution per arm) and the
+            # window-stratified tail test (robust to shifts both arms share).
+            test = test.model_copy(
+                update={
+                    "stratified_windows": used,
+                    "stratified_max_log_e": top,
+                    "bounds_alarm": test.alarm,
+                    "alarm": test.alarm and top >= math.log(1.0 / policy.latency_alpha),
+                }
+            )
+        latency[q] = test
         hold = latency_test(active_hist, canary_hist, alpha=HOLD_ALPHA, **common)  # type: ignore[arg-type]
         if hold.alarm and not latency[q].alarm:
             held.append(hold)

@@ -66,6 +66,7 @@ it is read, so a server lying from the start is out from its first object).
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -88,12 +89,15 @@ from modelshelf import (
 )
 from modelshelf.metrics import (
     ROUTE_BUCKETS,
+    SKETCH_RELATIVE_ACCURACY,
     WINDOW_FORMAT,
     ArmStats,
     MetricsSummary,
     latency_mismatch,
     metrics_prefix,
     parse_metrics_key,
+    sketch_bins,
+    sketch_gamma,
     summary_from_json,
 )
 
@@ -129,6 +133,8 @@ MAX_WINDOW_SECONDS = 3600
 MAX_CORRUPT_KEPT = 100
 """Corrupt objects named in the state (all are counted)."""
 DEFAULT_MAX_WORKERS = 16
+MIN_TAIL_SAMPLES = 1000
+"""Active latencies needed before the tail thresholds of the stratified latency test are set."""
 
 Role = Literal["active", "canary"]
 
@@ -185,8 +191,19 @@ class WindowTally(BaseModel):
     active_buckets: dict[int, int] = Field(default_factory=dict)
     canary_buckets: dict[int, int] = Field(default_factory=dict)
 
-    def add(self, role: Role, summary: MetricsSummary) -> None:
-        """Count one summary in."""
+    tails: dict[str, list[int]] = Field(default_factory=dict)
+
+    def add(self, role: Role, summary: MetricsSummary, tail_keys: dict[str, list[int]]) -> None:
+        """Count one summary in (its latencies above the tail thresholds in force, too)."""
+        if tail_keys and summary.latency.count:
+            bins, _ = sketch_bins(summary.latency)
+            for label, (active_key, canary_key) in tail_keys.items():
+                key = canary_key if role == "canary" else active_key
+                above = int(round(sum(c for k, c in bins.items() if k > key)))
+                counts = self.tails.setdefault(label, [0, 0, 0, 0])
+                slot = 0 if role == "canary" else 1
+                counts[slot] += above
+                counts[slot + 2] += int(round(summary.latency.count))
         buckets = self.canary_buckets if role == "canary" else self.active_buckets
         if role == "canary":
             self.canary_requests += summary.count
@@ -227,6 +244,7 @@ class CanaryCursor(BaseModel):
     step_started_at: datetime | None = None
     windows: dict[str, WindowTally] = Field(default_factory=dict)
     servers: dict[str, ServerTotals] = Field(default_factory=dict)
+    tail_keys: dict[str, list[int]] = Field(default_factory=dict)
     implausible_count: int = 0
 
     def matches(self, active: str, canary: str, canary_started_at: datetime) -> bool:
@@ -395,6 +413,7 @@ def read_metrics(
     now: datetime,
     lateness_seconds: float = DEFAULT_LATENESS_SECONDS,
     max_workers: int = DEFAULT_MAX_WORKERS,
+    tolerances: dict[str, float] | None = None,
 ) -> tuple[CanaryCursor, ReadReport]:
     """Merge the metrics objects that arrived since ``cursor`` was written.
 
@@ -405,6 +424,8 @@ def read_metrics(
         now: The time of this run (closes windows older than ``lateness_seconds``).
         lateness_seconds: How long after its start a window still takes late objects.
         max_workers: Parallel GETs.
+        tolerances: Latency tolerance per quantile (``{"p95": 1.2, "p99": 1.2}``, the
+            default) for the tail thresholds of the stratified latency test.
 
     Returns:
         The advanced cursor (a new object; ``cursor`` is not changed) and the report.
@@ -422,6 +443,10 @@ def read_metrics(
     implausible: list[CorruptObject] = []
     fetched: list[_Fetched] = []
     read_now: list[tuple[Role, MetricsSummary]] = []
+    # Thresholds fixed by earlier runs, before this run's latencies are seen.
+    tail_keys = dict(cursor.tail_keys)
+    if tolerances is None:
+        tolerances = {"p95": 1.2, "p99": 1.2}
 
     # The canary first: its objects tell the window length before active's are filtered.
     for role in ("canary", "active"):
@@ -496,7 +521,7 @@ def read_metrics(
             continue
         new[role].append(summary)
         window = _window_text(summary.window_start)
-        cursor.windows.setdefault(window, WindowTally()).add(role, summary)
+        cursor.windows.setdefault(window, WindowTally()).add(role, summary, tail_keys)
         arm = cursor.arms[role]
         if summary.count > 0 and (
             arm.last_window_with_requests is None
@@ -508,6 +533,7 @@ def read_metrics(
             arm = cursor.arms[role]
             arm.stats = ArmStats.merge_all([arm.stats, *parts])
             merged_count += len(parts)
+    cursor.tail_keys = _tail_keys(cursor.arms["active"].stats, tolerances)
 
     watermark = now - timedelta(seconds=lateness_seconds)
     if old_watermark is not None and old_watermark > watermark:
@@ -546,6 +572,30 @@ def read_metrics(
     return cursor, report
 
 
+def _tail_keys(active: ArmStats, tolerances: dict[str, float]) -> dict[str, list[int]]:
+    """Sketch keys of the tail thresholds: active's estimated quantile, and ``t`` times it.
+
+    Thresholds sit on bin edges, where sketch counts are exact; the canary's is rounded up
+    (fewer canary exceedances: conservative).
+    """
+    if active.latency.count < MIN_TAIL_SAMPLES:
+        return {}
+    bins, below = sketch_bins(active.latency)
+    keys = sorted(bins)
+    gamma = sketch_gamma(SKETCH_RELATIVE_ACCURACY)
+    out: dict[str, list[int]] = {}
+    for label, tolerance in tolerances.items():
+        q = int(label[1:]) / 100.0
+        target = q * active.latency.count
+        running = below
+        for key in keys:
+            running += bins[key]
+            if running >= target:
+                out[label] = [key, key + math.ceil(math.log(tolerance) / math.log(gamma) - 1e-9)]
+                break
+    return out
+
+
 def _count_server(totals: ServerTotals, role: Role, summary: MetricsSummary) -> None:
     if role == "canary":
         totals.canary_requests += summary.count
@@ -579,6 +629,7 @@ def cursor_windows(cursor: CanaryCursor) -> list[WindowCounts]:
                 start=_parse_window(key),
                 active_buckets=dict(tally.active_buckets),
                 canary_buckets=dict(tally.canary_buckets),
+                tails={label: (c[0], c[1], c[2], c[3]) for label, c in tally.tails.items()},
             )
         )
     return out

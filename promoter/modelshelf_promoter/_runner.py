@@ -383,6 +383,7 @@ class Promoter:
             now=now,
             lateness_seconds=self.lateness_seconds,
             max_workers=self.max_workers,
+            tolerances={"p95": policy.latency_p95_ratio, "p99": policy.latency_p99_ratio},
         )
         cursor.generation = aliases.generation
         cursor.step_started_at = step_started

@@ -410,6 +410,9 @@ class LatencyTest(BaseModel):
     alpha: float
     checked: bool
     alarm: bool
+    stratified_windows: int = 0
+    stratified_max_log_e: float | None = None
+    bounds_alarm: bool | None = None
 
 
 def latency_test(
