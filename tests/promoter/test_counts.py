@@ -146,3 +146,23 @@ def test_step_minimum_comes_from_the_regression_to_catch() -> None:
     assert (
         catch_minimum(base_rate=0.0, share=0.05, null_ratio=1.05, catch_ratio=3, alpha=0.025) == 0
     )
+
+
+def test_the_tail_test_holds_its_level_when_both_arms_share_a_distribution() -> None:
+    from modelshelf_promoter._counts import tail_log_e
+
+    rng = np.random.default_rng(13)
+    alarms = 0
+    for _ in range(300):
+        windows = []
+        for share in SHARES:
+            n = rng.poisson(2000)
+            n_c = int(rng.binomial(n, share))
+            n_a = int(n - n_c)
+            # Tail events at the same 1% rate on both arms (the null's boundary).
+            tails = {"p99": (int(rng.binomial(n_c, 0.01)), int(rng.binomial(n_a, 0.01)), n_c, n_a)}
+            windows.append(WindowCounts(n_a, 0, n_c, 0, ratio=share, tails=tails))
+        _, top, used = tail_log_e(windows, "p99")
+        assert used == len(SHARES)
+        alarms += top >= math.log(1 / ALPHA)
+    assert alarms <= TOLERATED, f"{alarms}/300 false tail alarms on the boundary"

@@ -308,3 +308,24 @@ def test_the_recorded_p_value_is_the_running_minimum() -> None:
     decision = _judge(windows=windows)
     assert decision.errors.p_value < 1 / decision.errors.e_value, decision.errors
     assert decision.errors.p_value <= 0.025 and decision.action == "rollback", decision.reason
+
+
+def test_a_latency_shift_both_arms_share_is_not_read_as_a_regression() -> None:
+    from modelshelf_promoter._counts import WindowCounts
+
+    # The cumulative bounds see a canary p99 far above active's (the canary's data came
+    # mostly from a slow hour both arms shared), but within each window the canary's tail
+    # is no heavier than active's: no rollback.
+    slow = _arm(10_000, 100, sigma=0.5 + math.log(1.5) / 2.326, seed=6)
+    same = {"p95": (5, 95, 100, 1900), "p99": (1, 19, 100, 1900)}
+    windows = [WindowCounts(1900, 19, 100, 1, ratio=0.05, tails=same) for _ in range(20)]
+    decision = _judge(canary=slow, windows=windows)
+    test = decision.latency_p99
+    assert test.bounds_alarm and not test.alarm, test
+    assert decision.action != "rollback", decision.reason
+    # The same bounds with windows whose canary tails are heavy: rolled back.
+    heavy = {"p95": (15, 95, 100, 1900), "p99": (6, 19, 100, 1900)}
+    windows = [WindowCounts(1900, 19, 100, 1, ratio=0.05, tails=heavy) for _ in range(20)]
+    decision = _judge(canary=slow, windows=windows)
+    assert decision.action == "rollback" and decision.latency_p99.alarm, decision.reason
+    assert decision.latency_p99.stratified_windows == 20, decision.latency_p99

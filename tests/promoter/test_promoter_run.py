@@ -635,3 +635,30 @@ def test_route_bucket_errors_and_served_ratios_reach_the_judge(registry: Registr
     assert state.cursor is not None
     (tally,) = state.cursor.windows.values()
     assert tally.canary_buckets == {2: 9} and tally.ratio_requests == 1200, tally
+
+
+def test_tail_thresholds_are_fixed_before_the_latencies_they_count(registry: Registry) -> None:
+    now = now_after_start(registry, 200)
+    clock = Clock(now)
+    promoter = Promoter(registry, clock=clock)
+    traffic(registry.store, now - timedelta(seconds=130))  # 1,200 active latencies
+    promoter.run([MODEL])
+    state = _state(registry)
+    assert set(state.tail_keys) == {"p95", "p99"}, f"no thresholds: {state.tail_keys}"
+    (first,) = state.windows.values()
+    assert not first.tails, "the window read before the thresholds existed has tail counts"
+    traffic(registry.store, now - timedelta(seconds=70), seq=4)
+    promoter.run([MODEL])
+    state = _state(registry)
+    later = state.windows[max(state.windows)]
+    canary_tail, active_tail, canary_n, active_n = later.tails["p99"]
+    assert (canary_n, active_n) == (120, 1200), later.tails  # old-format objects: all requests
+    assert 0 <= canary_tail < 10 and 0 < active_tail < 40, later.tails
+
+
+def _state(registry: Registry) -> Any:
+    obj = registry.store.get(state_key(MODEL))
+    assert obj is not None
+    state = PromoterState.model_validate_json(obj.data)
+    assert state.cursor is not None
+    return state.cursor
