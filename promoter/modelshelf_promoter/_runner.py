@@ -258,11 +258,20 @@ def update_policy(
 
 
 def models_with_canary(registry: Registry) -> list[str]:
-    """Names of the models whose aliases name a canary, sorted."""
+    """Names of the models whose aliases name a canary, sorted.
+
+    A model whose aliases cannot be read (a corrupt or hand-edited object, a store error)
+    is included, so that its run reports the problem instead of stopping every other
+    model's run.
+    """
     found = []
     for name in registry.models():
-        if registry.aliases(name).canary is not None:
-            found.append(name)
+        try:
+            if registry.aliases(name).canary is None:
+                continue
+        except ModelshelfError as exc:
+            logger.warning("cannot read the aliases of %s: %s", name, exc)
+        found.append(name)
     return found
 
 
