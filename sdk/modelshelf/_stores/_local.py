@@ -21,6 +21,7 @@ import fcntl
 import functools
 import hashlib
 import os
+import stat
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -33,6 +34,7 @@ from .._errors import (
     AccessDeniedError,
     ConfigurationError,
     IntegrityError,
+    InvalidKeyError,
     KeyNotFoundError,
     ModelshelfError,
     PreconditionFailedError,
@@ -61,6 +63,20 @@ _CHUNK = 32 * 1024 * 1024
 # under names a listing never returns.
 _TMP_DIR = ".modelshelf-tmp"
 _LOCK_DIR = ".modelshelf-locks"
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where the kernel tells (Linux)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: set and restore (once per store)
+    os.umask(mask)
+    return mask
 
 
 def _etag(st: os.stat_result) -> str:
@@ -149,6 +165,9 @@ class LocalStore:
             raise ConfigurationError(f"the registry path {self._root} is not a folder")
         self._fsync = fsync
         self._ready = False
+        # Objects get the mode a plain file would (0644 or 0664 as the umask says), not
+        # mkstemp's 0600, so a group sharing a setgid folder can read what others wrote.
+        self._file_mode = 0o666 & ~_umask()
 
     def _prepare(self) -> None:
         # Created on the first write, so reading a registry that does not exist yet (or a
@@ -185,17 +204,30 @@ class LocalStore:
         check_key(key)
         if key.split("/", 1)[0] in (_TMP_DIR, _LOCK_DIR):
             check_key("..")  # raises: bookkeeping names are not keys
-        path = self._root / key
-        # check_key already refuses '..'; this guards against symlinks inside the root.
-        if not path.resolve().is_relative_to(self._root) and not path.is_symlink():
-            check_key("..")
-        return path
+        # check_key refuses '..'; a symbolic link planted anywhere along the key (a folder or
+        # the object itself) is refused the same way, wherever it points: keys never follow
+        # links, so nothing outside the root can be read, written or deleted through one.
+        path = self._root
+        for part in key.split("/"):
+            path = path / part
+            try:
+                mode = os.lstat(path).st_mode
+            except (FileNotFoundError, NotADirectoryError):
+                break  # the rest does not exist yet
+            if stat.S_ISLNK(mode):
+                raise InvalidKeyError(
+                    f"invalid store key {key!r}: {path} is a symbolic link; keys never "
+                    f"follow links (remove it from {self._root})"
+                )
+        return self._root / key
 
     @contextlib.contextmanager
     def _lock(self, key: str) -> Iterator[None]:
         self._prepare()
         name = hashlib.sha1(key.encode()).hexdigest()
-        fd = os.open(self._root / _LOCK_DIR / name, os.O_RDWR | os.O_CREAT, 0o644)
+        # Read-only is enough for flock, so a lock file another user of the group created
+        # (0644 under umask 022) still works; the mode is the umask's.
+        fd = os.open(self._root / _LOCK_DIR / name, os.O_RDONLY | os.O_CREAT, 0o666)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
@@ -205,6 +237,12 @@ class LocalStore:
     def _tempfile(self) -> tuple[int, Path]:
         self._prepare()
         fd, name = tempfile.mkstemp(dir=self._root / _TMP_DIR, prefix="put-")
+        try:
+            os.fchmod(fd, self._file_mode)
+        except BaseException:
+            os.close(fd)
+            os.unlink(name)
+            raise
         return fd, Path(name)
 
     # -- reads -------------------------------------------------------------------------
@@ -297,7 +335,11 @@ class LocalStore:
             entries = builtins.list(os.scandir(base))
         except (FileNotFoundError, NotADirectoryError):
             return []
-        return sorted(e.name for e in entries if e.is_dir() and e.name not in (_TMP_DIR, _LOCK_DIR))
+        return sorted(
+            e.name
+            for e in entries
+            if e.is_dir(follow_symlinks=False) and e.name not in (_TMP_DIR, _LOCK_DIR)
+        )
 
     @_translated("listing temp files")
     def stale_uploads(self, prefix: str, older_than: timedelta) -> builtins.list[Path]:
@@ -456,9 +498,11 @@ def _infos(found: list[tuple[str, Path]], limit: int | None = None) -> Iterator[
         if limit is not None and given >= limit:
             return
         try:
-            st = path.stat()
+            st = path.lstat()
         except FileNotFoundError:
             continue  # deleted while we listed
+        if not stat.S_ISREG(st.st_mode):
+            continue  # a planted link is not an object (and reading it is refused)
         given += 1
         yield ObjectInfo(key, st.st_size, _etag(st), datetime.fromtimestamp(st.st_mtime, UTC))
 
