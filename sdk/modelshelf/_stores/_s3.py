@@ -68,6 +68,7 @@ from ._protocol import (
     check_key,
 )
 from ._s3_errors import Kind, http_status, kind_of, outcome_unknown, translate
+from ._s3_transfer import FileWindow, InOrderHasher, TransferCancelled
 
 __all__ = ["S3Store"]
 
@@ -83,6 +84,7 @@ _DEFAULT_MAX_ATTEMPTS = 6
 _DEFAULT_RETRY_DELAY = 0.2
 _MAX_RETRY_DELAY = 10.0
 _STREAM_CHUNK = 1 * MiB
+_MAX_RANGE = 8 * MiB  # downloads: ranges of the part size, at most this (bounds the reorder buffer)
 _META_SHA256 = "sha256"  # sent as x-amz-meta-sha256
 _LOADERS: dict[str | None, Loader] = {}
 _LOADERS_LOCK = threading.Lock()
@@ -197,6 +199,7 @@ class S3Store:
             part_checksums, "MODELSHELF_PART_CHECKSUMS", not plain_http, parse_bool
         )
         self._retry_delay = _DEFAULT_RETRY_DELAY if retry_delay is None else retry_delay
+        self._range_size = min(self._part_size, _MAX_RANGE)
         if not _MIN_PART <= self._part_size <= _MAX_PART:
             raise ConfigurationError(
                 f"part size {self._part_size} is outside S3's limits "
@@ -522,88 +525,147 @@ class S3Store:
     def get_file(
         self, key: str, dest: Path, *, progress: ProgressCallback | None = None
     ) -> ObjectInfo:
-        info = self.head(key)
-        if info.size <= self._part_size:
-            return self._get_whole(key, Path(dest), progress)
-        return self._get_ranges(info, Path(dest), progress)
+        info, _ = self._download(key, Path(dest), progress, hashed=False)
+        return info
 
-    def _get_whole(self, key: str, dest: Path, progress: ProgressCallback | None) -> ObjectInfo:
+    def get_file_hashed(
+        self, key: str, dest: Path, *, progress: ProgressCallback | None = None
+    ) -> tuple[ObjectInfo, str]:
+        """Like :meth:`get_file`, also returning the sha256 of the bytes written.
+
+        The bytes are hashed in order as they arrive from the parallel ranged GETs (a
+        bounded reorder buffer holds what comes early), so the file is never read back.
+        """
+        info, digest = self._download(key, Path(dest), progress, hashed=True)
+        assert digest is not None
+        return info, digest
+
+    def _download(
+        self, key: str, dest: Path, progress: ProgressCallback | None, *, hashed: bool
+    ) -> tuple[ObjectInfo, str | None]:
+        """One GET of the first range (size and etag from its answer), then the rest in
+        parallel ranges with If-Match on that etag; every chunk written once where it goes.
+        """
         full = self._full(key)
-
-        def call() -> ObjectInfo:
-            response = self._client.get_object(Bucket=self._bucket, Key=full)
-            body = response["Body"]
-            size = 0
-            try:
-                with open(dest, "wb") as out:
-                    for chunk in body.iter_chunks(_STREAM_CHUNK):
-                        out.write(chunk)
-                        size += len(chunk)
-                        if progress is not None:
-                            progress(len(chunk))
-            finally:
-                body.close()
-            return ObjectInfo(key, size, _etag(response["ETag"]), response.get("LastModified"))
-
-        return self._with_retries(f"download {self._where(key)}", call)
-
-    def _get_ranges(
-        self, info: ObjectInfo, dest: Path, progress: ProgressCallback | None
-    ) -> ObjectInfo:
-        full = self._full(info.key)
-        action = f"download {self._where(info.key)}"
+        action = f"download {self._where(key)}"
+        span = self._range_size
+        response = self._with_retries(action, lambda: self._get_first(full, span))
+        etag = _etag(response["ETag"])
+        modified = response.get("LastModified")
+        total, first_end = _content_range(response)
+        hasher = InOrderHasher(self._concurrency * span) if hashed else None
         fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
         try:
-            os.ftruncate(fd, info.size)
+            if total > first_end + 1:
+                os.ftruncate(fd, total)
 
-            def fetch(start: int, end: int) -> int:
-                def call() -> int:
-                    # If-Match: every range must come from the same object generation.
-                    response = self._client.get_object(
-                        Bucket=self._bucket,
-                        Key=full,
-                        Range=f"bytes={start}-{end}",
-                        IfMatch=_quoted(info.etag),
-                    )
-                    body = response["Body"]
-                    offset = start
-                    try:
-                        for chunk in body.iter_chunks(_STREAM_CHUNK):
-                            view = memoryview(chunk)
-                            while view:
-                                written = os.pwrite(fd, view, offset)
-                                offset += written
-                                view = view[written:]
-                    finally:
-                        body.close()
-                    if offset != end + 1:
-                        raise IncompleteReadError(
-                            actual_bytes=offset - start, expected_bytes=end + 1 - start
-                        )
-                    return end + 1 - start
+            def sink(offset: int, chunk: bytes) -> None:
+                view = memoryview(chunk)
+                at = offset
+                while view:
+                    written = os.pwrite(fd, view, at)
+                    at += written
+                    view = view[written:]
+                if hasher is not None:
+                    hasher.feed(offset, chunk)
+                if progress is not None:
+                    progress(len(chunk))
 
-                return self._with_retries(action, call)
+            def first() -> None:
+                reached, _ = _drain_body(response["Body"], 0, sink)
+                if reached <= first_end:
+                    # The stream broke: go on from where it stopped, same generation.
+                    self._read_range(full, action, reached, first_end, etag, sink)
 
             ranges = [
-                (start, min(start + self._part_size, info.size) - 1)
-                for start in range(0, info.size, self._part_size)
+                (start, min(start + span, total) - 1) for start in range(first_end + 1, total, span)
             ]
-            with cf.ThreadPoolExecutor(
-                self._concurrency, thread_name_prefix="modelshelf-get"
-            ) as pool:
-                futures = [pool.submit(fetch, start, end) for start, end in ranges]
-                try:
-                    for future in cf.as_completed(futures):
-                        done = future.result()
-                        if progress is not None:
-                            progress(done)
-                except BaseException:
-                    for future in futures:
-                        future.cancel()
-                    raise
+            if not ranges:
+                first()
+            else:
+                self._parallel_ranges(full, action, etag, first, ranges, sink, hasher)
         finally:
             os.close(fd)
-        return info
+        info = ObjectInfo(key=key, size=total, etag=etag, last_modified=modified)
+        return info, hasher.hexdigest() if hasher is not None else None
+
+    def _get_first(self, full: str, span: int) -> dict[str, Any]:
+        try:
+            response: dict[str, Any] = self._client.get_object(
+                Bucket=self._bucket, Key=full, Range=f"bytes=0-{span - 1}"
+            )
+        except ClientError as exc:
+            if http_status(exc) != 416:
+                raise
+            # An empty object has no first byte to ask for.
+            response = self._client.get_object(Bucket=self._bucket, Key=full)
+        return response
+
+    def _parallel_ranges(
+        self,
+        full: str,
+        action: str,
+        etag: str,
+        first: Callable[[], None],
+        ranges: builtins.list[tuple[int, int]],
+        sink: Callable[[int, bytes], None],
+        hasher: InOrderHasher | None,
+    ) -> None:
+        def one(start: int, end: int) -> None:
+            if hasher is not None:
+                hasher.wait_for_room(start)  # bounds the reorder buffer
+            self._read_range(full, action, start, end, etag, sink)
+
+        with cf.ThreadPoolExecutor(self._concurrency, thread_name_prefix="modelshelf-get") as pool:
+            # The pool's queue is FIFO: ranges start in file order, so the range at the hash
+            # position is always running and never waits for room.
+            futures = [pool.submit(first)] + [pool.submit(one, s, e) for s, e in ranges]
+            try:
+                for future in cf.as_completed(futures):
+                    future.result()
+            except BaseException as exc:
+                for future in futures:
+                    future.cancel()
+                if hasher is not None:
+                    hasher.cancel()
+                # The first real failure, not a worker released by the cancel.
+                for future in futures:
+                    if future.done() and not future.cancelled():
+                        error = future.exception()
+                        if error is not None and not isinstance(error, TransferCancelled):
+                            raise error from None
+                raise exc
+
+    def _read_range(
+        self,
+        full: str,
+        action: str,
+        start: int,
+        end: int,
+        etag: str,
+        sink: Callable[[int, bytes], None],
+    ) -> None:
+        """Bytes ``start..end`` into ``sink``; a retry goes on from the byte reached."""
+        reached = start
+
+        def call() -> None:
+            nonlocal reached
+            # If-Match: every range must come from the same object generation.
+            response = self._client.get_object(
+                Bucket=self._bucket,
+                Key=full,
+                Range=f"bytes={reached}-{end}",
+                IfMatch=_quoted(etag),
+            )
+            reached, error = _drain_body(response["Body"], reached, sink)
+            if error is not None:
+                raise error  # retried from the byte reached
+            if reached != end + 1:
+                raise IncompleteReadError(
+                    actual_bytes=reached - start, expected_bytes=end + 1 - start
+                )
+
+        self._with_retries(action, call)
 
     # -- writes ------------------------------------------------------------------------
 
@@ -715,74 +777,88 @@ class S3Store:
         action: str,
         progress: ProgressCallback | None,
     ) -> builtins.list[dict[str, Any]]:
-        """Read parts in order through one hasher; upload them in parallel.
+        """Upload parts in parallel, each streamed from the file, and check the file.
 
-        At most ``concurrency`` parts are uploading while the next one is read, so memory
-        stays near ``(concurrency + 1) * part_size``.
+        No part is held in memory: each body is a :class:`FileWindow` read as it is sent.
+        Meanwhile this thread hashes the file front to back; the digest must be ``sha256``
+        and the file's identity and times must not move from before that pass to after the
+        last part (any write moves ``ctime``), so the bytes sent are the bytes hashed.
         """
-        digest = hashlib.sha256()
         parts: dict[int, dict[str, Any]] = {}
-
-        def harvest(done: set[cf.Future[tuple[dict[str, Any], int]]]) -> None:
-            for future in done:
-                part, nbytes = future.result()
-                parts[part["PartNumber"]] = part
-                if progress is not None:
-                    progress(nbytes)
-
-        with (
-            open(path, "rb") as fh,
-            cf.ThreadPoolExecutor(self._concurrency, thread_name_prefix="modelshelf-put") as pool,
-        ):
-            pending: set[cf.Future[tuple[dict[str, Any], int]]] = set()
-            number = 0
-            try:
-                while True:
-                    while len(pending) >= self._concurrency:
-                        done, pending = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
-                        harvest(done)
-                    chunk = fh.read(part_size)
-                    if not chunk:
-                        break
-                    number += 1
-                    digest.update(chunk)
-                    pending.add(
-                        pool.submit(self._upload_part, full, upload_id, number, chunk, action)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            before = _identity(os.fstat(fd))
+            size = before[1]
+            starts = range(0, size, part_size)
+            with cf.ThreadPoolExecutor(
+                self._concurrency, thread_name_prefix="modelshelf-put"
+            ) as pool:
+                futures = [
+                    pool.submit(
+                        self._upload_part,
+                        full,
+                        upload_id,
+                        number,
+                        fd,
+                        start,
+                        min(part_size, size - start),
+                        action,
                     )
-                done, pending = cf.wait(pending)
-                harvest(done)
-            except BaseException:
-                for future in pending:
-                    future.cancel()
-                raise
-        if digest.hexdigest() != sha256:
-            raise IntegrityError(
-                f"{path} does not match its sha256 (read {digest.hexdigest()}, expected "
-                f"{sha256}); it changed during the upload, and nothing was written"
-            )
+                    for number, start in enumerate(starts, start=1)
+                ]
+                try:
+                    digest = _hash_fd(fd, size)
+                    if digest != sha256:
+                        raise IntegrityError(
+                            f"{path} does not match its sha256 (read {digest}, expected "
+                            f"{sha256}); it changed since it was hashed, and nothing was written"
+                        )
+                    for future in cf.as_completed(futures):
+                        part, nbytes = future.result()
+                        parts[part["PartNumber"]] = part
+                        if progress is not None:
+                            progress(nbytes)
+                except BaseException:
+                    for future in futures:
+                        future.cancel()
+                    raise
+            if _identity(os.fstat(fd)) != before:
+                raise IntegrityError(
+                    f"{path} changed while it was being uploaded; nothing was written "
+                    "(push it again once it is complete)"
+                )
+        finally:
+            os.close(fd)
         return [parts[n] for n in sorted(parts)]
 
     def _upload_part(
-        self, full: str, upload_id: str, number: int, data: bytes, action: str
+        self,
+        full: str,
+        upload_id: str,
+        number: int,
+        fd: int,
+        start: int,
+        length: int,
+        action: str,
     ) -> tuple[dict[str, Any], int]:
-        kwargs: dict[str, Any] = {
-            "Bucket": self._bucket,
-            "Key": full,
-            "UploadId": upload_id,
-            "PartNumber": number,
-            "Body": data,
-        }
-        if self._checksums:
-            kwargs["ChecksumAlgorithm"] = "SHA256"
-
         def call() -> dict[str, Any]:
+            kwargs: dict[str, Any] = {
+                "Bucket": self._bucket,
+                "Key": full,
+                "UploadId": upload_id,
+                "PartNumber": number,
+                "Body": FileWindow(fd, start, length),  # fresh per attempt: read from 0
+                "ContentLength": length,
+            }
+            if self._checksums:
+                kwargs["ChecksumAlgorithm"] = "SHA256"
             response = self._client.upload_part(**kwargs)
             part = {"PartNumber": number, "ETag": response["ETag"]}
             if response.get("ChecksumSHA256"):
                 part["ChecksumSHA256"] = response["ChecksumSHA256"]
             return part
 
-        return self._with_retries(f"{action} (part {number})", call), len(data)
+        return self._with_retries(f"{action} (part {number})", call), length
 
     def _abort(self, full: str, upload_id: str) -> None:
         # Best effort: an upload left behind costs storage until a lifecycle rule ends it,
@@ -820,6 +896,48 @@ def _botocore_session() -> botocore.session.Session:
             loader = _LOADERS[data_path] = create_loader(data_path)
     session.register_component("data_loader", loader)
     return session
+
+
+def _content_range(response: dict[str, Any]) -> tuple[int, int]:
+    """``(object size, last byte of this answer)`` of a ranged GET's answer."""
+    length = int(response.get("ContentLength", 0))
+    text = response.get("ContentRange")
+    if not text:
+        return length, length - 1  # the server sent the whole object (200, no range)
+    # "bytes 0-8388607/1073741824"
+    span, _, total = str(text).removeprefix("bytes ").partition("/")
+    _, _, last = span.partition("-")
+    return int(total), int(last)
+
+
+def _drain_body(body: Any, offset: int, sink: Callable[[int, bytes], None]) -> tuple[int, Any]:
+    """Stream a response body into ``sink``; returns the offset reached and the read error
+    that stopped it early (``None`` when the body ended)."""
+    try:
+        for chunk in body.iter_chunks(_STREAM_CHUNK):
+            sink(offset, chunk)
+            offset += len(chunk)
+    except (BotoCoreError, ClientError) as exc:
+        return offset, exc
+    finally:
+        body.close()
+    return offset, None
+
+
+def _identity(st: os.stat_result) -> tuple[int, int, int, int, int]:
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_dev)
+
+
+def _hash_fd(fd: int, size: int) -> str:
+    digest = hashlib.sha256()
+    offset = 0
+    while offset < size:
+        chunk = os.pread(fd, min(8 * MiB, size - offset), offset)
+        if not chunk:
+            break  # truncated meanwhile: the digest (and the identity check) will say so
+        digest.update(chunk)
+        offset += len(chunk)
+    return digest.hexdigest()
 
 
 def _hash_file(path: Path) -> str:

@@ -1,0 +1,203 @@
+"""S3Store's large transfers: downloads hashed in order as the ranges arrive (never read back),
+uploads streamed from the file, and what a corrupt or changing object does to them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from modelshelf import Registry
+from modelshelf._errors import IntegrityError
+from modelshelf._stores import OVERWRITE, SupportsHashedGet
+from modelshelf._stores._s3 import S3Store
+from modelshelf._stores._s3_transfer import InOrderHasher, TransferCancelled
+from modelshelf.layout import blob_key
+from tests.support.backends import SMALL_PART, Backend
+from tests.support.blobs import MiB, multipart_uploads, sha256_of
+
+
+def _counted(store: S3Store) -> dict[str, int]:
+    calls: dict[str, int] = {}
+
+    def count(model: Any, **_: Any) -> None:
+        calls[model.name] = calls.get(model.name, 0) + 1
+
+    store.client.meta.events.register("before-parameter-build.s3", count)
+    return calls
+
+
+def test_in_order_hasher_hashes_chunks_fed_in_any_order_from_many_threads() -> None:
+    data = os.urandom(3 * MiB + 12345)
+    chunks = [(o, data[o : o + 65536]) for o in range(0, len(data), 65536)]
+    random.Random(7).shuffle(chunks)
+    hasher = InOrderHasher(window=len(data))
+    threads = [
+        threading.Thread(target=lambda part=chunks[i::4]: [hasher.feed(o, c) for o, c in part])
+        for i in range(4)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert hasher.position == len(data), "some chunk was never hashed"
+    assert hasher.hexdigest() == hashlib.sha256(data).hexdigest(), "chunks hashed out of order"
+
+
+def test_in_order_hasher_holds_back_ranges_beyond_its_window() -> None:
+    hasher = InOrderHasher(window=100)
+    hasher.wait_for_room(100)  # within the window: no wait
+    started = threading.Event()
+
+    def far_range() -> None:
+        hasher.wait_for_room(250)
+        started.set()
+
+    thread = threading.Thread(target=far_range)
+    thread.start()
+    assert not started.wait(0.2), "a range 250 bytes ahead started with a 100-byte window"
+    hasher.feed(0, b"x" * 160)
+    assert started.wait(5), "the range did not start once the hash position moved up"
+    thread.join()
+    blocked: list[BaseException] = []
+
+    def cancelled_range() -> None:
+        try:
+            hasher.wait_for_room(10_000)
+        except TransferCancelled as exc:
+            blocked.append(exc)
+
+    thread = threading.Thread(target=cancelled_range)
+    thread.start()
+    hasher.cancel()
+    thread.join(5)
+    assert blocked, "cancel() must release a waiting range"
+
+
+def test_s3_store_declares_hashed_get(s3_backend: Backend) -> None:
+    assert isinstance(s3_backend.open(), SupportsHashedGet), "S3Store must hash while downloading"
+
+
+def test_hashed_download_of_a_multipart_object_reads_nothing_back(
+    s3_backend: Backend, tmp_path: Path
+) -> None:
+    store = s3_backend.open(part_size=SMALL_PART, max_concurrency=3)
+    assert isinstance(store, S3Store)
+    src = tmp_path / "model.bin"
+    src.write_bytes(os.urandom(23 * MiB + 7))
+    store.put_file("m/blobs/big", src)
+    calls = _counted(store)
+    dest = tmp_path / "back.bin"
+    info, digest = store.get_file_hashed("m/blobs/big", dest)
+    assert digest == sha256_of(src), "the streamed digest is not the object's sha256"
+    assert dest.read_bytes() == src.read_bytes(), "the download wrote other bytes"
+    assert info.size == src.stat().st_size
+    assert calls == {"GetObject": 5}, f"expected 5 ranged GETs and no HEAD, made {calls}"
+
+
+@pytest.mark.parametrize("size", [0, 1, SMALL_PART - 1, SMALL_PART, SMALL_PART + 1])
+def test_hashed_download_of_small_objects_is_one_request(
+    s3_backend: Backend, tmp_path: Path, size: int
+) -> None:
+    store = s3_backend.open(part_size=SMALL_PART)
+    assert isinstance(store, S3Store)
+    data = os.urandom(size)
+    store.put("m/blobs/small", data)
+    calls = _counted(store)
+    info, digest = store.get_file_hashed("m/blobs/small", tmp_path / "out")
+    assert (info.size, digest) == (size, hashlib.sha256(data).hexdigest())
+    assert (tmp_path / "out").read_bytes() == data
+    expected = 2 if size == 0 else 1 if size <= SMALL_PART else 2
+    assert calls.get("GetObject") == expected and "HeadObject" not in calls, (
+        f"{size} bytes took {calls}"
+    )
+
+
+def _corrupt_in_place(backend: Backend, key: str, original: bytes, offset: int) -> None:
+    """Replace the object under ``key`` by a multipart object with one byte flipped."""
+    bad = bytearray(original)
+    bad[offset] ^= 0xFF
+    tmp = Path(os.environ.get("TMPDIR", "/tmp")) / f"corrupt-{os.getpid()}.bin"
+    tmp.write_bytes(bytes(bad))
+    try:
+        # A hostile or broken writer: labels the object with the digest of what it wrote.
+        hostile = backend.open(part_size=SMALL_PART)
+        hostile.put_file(key, tmp, mode=OVERWRITE)
+    finally:
+        tmp.unlink()
+
+
+def test_a_corrupt_byte_in_the_middle_of_a_multipart_object_is_caught_and_nothing_placed(
+    s3_backend: Backend, tmp_path: Path
+) -> None:
+    store = s3_backend.open(part_size=SMALL_PART, max_concurrency=4)
+    registry = Registry(store, cache_dir=tmp_path / "cache", user="tester")
+    src = tmp_path / "model.bin"
+    original = os.urandom(4 * SMALL_PART + 999)
+    src.write_bytes(original)
+    manifest = registry.push("big", src)
+    key = blob_key("big", manifest.files[0].sha256)
+    _corrupt_in_place(s3_backend, key, original, 2 * SMALL_PART + 4321)
+
+    dest = tmp_path / "pulled"
+    with pytest.raises(IntegrityError, match="corrupt"):
+        registry.pull("big", dest)
+    assert not dest.exists(), "a failed pull placed something"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".pulled")], "staging left"
+
+    with pytest.raises(IntegrityError, match="corrupt"):
+        registry.fetch("big")
+    cached = list((tmp_path / "cache").rglob("*"))
+    assert not [p for p in cached if p.is_file()], f"a corrupt blob reached the cache: {cached}"
+
+
+def test_upload_of_a_file_that_does_not_match_its_digest_writes_nothing(
+    s3_backend: Backend, tmp_path: Path
+) -> None:
+    store = s3_backend.open(part_size=SMALL_PART)
+    src = tmp_path / "model.bin"
+    src.write_bytes(os.urandom(3 * SMALL_PART))
+    with pytest.raises(IntegrityError, match="sha256"):
+        store.put_file("m/blobs/x", src, sha256="0" * 64)
+    assert multipart_uploads(s3_backend) == [], "the refused upload was not aborted"
+    assert not list(store.list("m/")), "a refused upload left an object"
+
+
+def test_upload_of_a_file_changed_meanwhile_writes_nothing(
+    s3_backend: Backend, tmp_path: Path
+) -> None:
+    store = s3_backend.open(part_size=SMALL_PART, max_concurrency=1)
+    assert isinstance(store, S3Store)
+    src = tmp_path / "model.bin"
+    src.write_bytes(os.urandom(3 * SMALL_PART))
+    digest = sha256_of(src)
+    touched = threading.Event()
+
+    def rewrite_during_first_part(**_: Any) -> None:
+        if not touched.is_set():
+            touched.set()
+            with open(src, "r+b") as fh:  # same bytes, but written: ctime moves
+                fh.write(fh.read(1))
+
+    store.client.meta.events.register("before-call.s3.UploadPart", rewrite_during_first_part)
+    with pytest.raises(IntegrityError, match="changed"):
+        store.put_file("m/blobs/x", src, sha256=digest)
+    assert touched.is_set()
+    assert multipart_uploads(s3_backend) == [], "the refused upload was not aborted"
+    assert not list(store.list("m/")), "a refused upload left an object"
+
+
+def test_streamed_parts_round_trip(s3_backend: Backend, tmp_path: Path) -> None:
+    store = s3_backend.open(part_size=SMALL_PART, max_concurrency=2)
+    src = tmp_path / "model.bin"
+    src.write_bytes(os.urandom(2 * SMALL_PART + 3))
+    digest = sha256_of(src)
+    store.put_file("m/blobs/y", src, sha256=digest)
+    info, back = store.get_file_hashed("m/blobs/y", tmp_path / "back")  # type: ignore[attr-defined]
+    assert back == digest and info.size == src.stat().st_size
