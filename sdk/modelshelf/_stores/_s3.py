@@ -496,12 +496,17 @@ class S3Store:
     ) -> Iterator[ObjectInfo]:
         token: str | None = None
         seen = 0
+        after = start_after.encode() if start_after is not None else None
         while True:
             kwargs: dict[str, Any] = {"Bucket": self._bucket, "Prefix": root + prefix}
             if start_after is not None:
-                kwargs["StartAfter"] = root + start_after
+                # SeaweedFS skips the whole folder that StartAfter's last segment names
+                # ('m/w' skips 'm/w/x'); asking from one character earlier and dropping the
+                # extra keys in list() is exact on every backend.
+                kwargs["StartAfter"] = root + start_after[:-1]
             if limit is not None:
-                kwargs["MaxKeys"] = max(1, min(limit, 1000))
+                # One more than asked for: the key StartAfter's earlier start brings back.
+                kwargs["MaxKeys"] = max(1, min(limit + 1, 1000))
             if token:
                 kwargs["ContinuationToken"] = token
             page: dict[str, Any] = self._with_retries(
@@ -509,6 +514,8 @@ class S3Store:
                 functools.partial(self._client.list_objects_v2, **kwargs),
             )
             for item in page.get("Contents", ()):
+                if after is not None and item["Key"][len(root) :].encode() <= after:
+                    continue
                 seen += 1
                 yield ObjectInfo(
                     key=item["Key"][len(root) :],
