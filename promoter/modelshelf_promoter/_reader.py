@@ -33,8 +33,10 @@ late objects forever. So the cursor has two parts per version:
 The bound (default 15 minutes) should exceed a window plus a flush interval plus the store
 outage a fleet is expected to ride out; the serving client keeps unwritten metrics in memory
 and retries them, so a longer outage shows up as ``late_ignored`` in the decisions rather
-than silently. Listing still covers every key since the canary started (the store protocol
-has no start-after), about one LIST request per 1,000 objects; only the GETs are incremental.
+than silently. Listing starts at the oldest open window (``start_after``) and adds one closed
+window per run, going round them, to find those late objects
+(:mod:`modelshelf_promoter._listing`); a late object is reported within as many runs as there
+are closed windows. The GETs are incremental too: only keys the cursor does not name.
 
 Which objects count
 -------------------
@@ -94,7 +96,6 @@ from modelshelf.metrics import (
     ArmStats,
     MetricsSummary,
     latency_mismatch,
-    metrics_prefix,
     parse_metrics_key,
     sketch_bins,
     sketch_gamma,
@@ -102,6 +103,7 @@ from modelshelf.metrics import (
 )
 
 from ._counts import WindowCounts
+from ._listing import list_arm
 from ._plausibility import ServerReport, ServerTotals, check_servers
 from ._time import utcnow
 
@@ -164,6 +166,8 @@ class ArmCursor(BaseModel):
             late arrivals reported since).
         last_window_with_requests: Start of the newest window with at least one request.
         window_seconds: The longest window length seen in this version's objects.
+        audited_window: The closed window the last run listed again to find late objects
+            (:mod:`modelshelf_promoter._listing`).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -174,6 +178,7 @@ class ArmCursor(BaseModel):
     closed_windows: dict[str, int] = Field(default_factory=dict)
     last_window_with_requests: datetime | None = None
     window_seconds: int | None = None
+    audited_window: str | None = None
 
 
 class WindowTally(BaseModel):
@@ -458,7 +463,17 @@ def read_metrics(
         earliest = started - timedelta(seconds=lookback)
         todo: list[_Todo] = []
         closed_seen: dict[str, int] = {}
-        for info in store.list(metrics_prefix(model, arm.version)):
+        listing = list_arm(
+            store,
+            model,
+            arm.version,
+            earliest=earliest,
+            watermark=old_watermark,
+            closed=arm.closed_windows,
+            audited_last=arm.audited_window,
+        )
+        arm.audited_window = listing.audited
+        for info in listing.keys:
             listed += 1
             try:
                 parsed = parse_metrics_key(info.key)
