@@ -29,6 +29,7 @@ from .._refs import bump_version, check_name, parse_version, version_sort_key
 from .._stores import CREATE, Store, SupportsContentAddressedPut
 from ..layout import blob_key, manifest_key
 from ._manifests import SKIPPED, list_versions, read_manifest
+from ._presence import BlobPresence
 from ._sources import SourceFile, check_unchanged, collect_source
 
 __all__ = ["Pusher"]
@@ -163,6 +164,8 @@ class Pusher:
 
         # A store that can hash a file while it stores it (LocalStore) reads it only once.
         store = self.store
+        batched = 0 if isinstance(store, SupportsContentAddressedPut) else len(files)
+        presence = BlobPresence(store, name, batched)  # one listing, not a HEAD per file
 
         def one(f: SourceFile) -> FileEntry:
             if isinstance(store, SupportsContentAddressedPut):
@@ -175,7 +178,7 @@ class Pusher:
             digest = sha256_file(f.local)
             key = blob_key(name, digest)
             try:
-                self.store.head(key)
+                presence.head(key)
                 reused.add(digest)
                 if progress is not None:
                     progress(f.size)
