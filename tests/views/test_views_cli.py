@@ -262,6 +262,26 @@ def test_the_promoter_writes_the_report_when_the_policy_says_so(reg: Registry) -
     assert obj is not None and b"modelshelf-data" in obj.data
 
 
+def test_the_report_in_s3_opens_in_a_browser_from_a_presigned_url(
+    make_backend: Any, tmp_path: Path
+) -> None:
+    backend: Backend = make_backend("moto")
+    reg = Registry(backend.uri, cache_dir=tmp_path / "cache", **backend.store_options)
+    push_versions(reg, 2)
+    reg.set_active(MODEL, "1.0.0")
+    started = _canary(reg)
+    update = ["write_report=true"]
+    from modelshelf_promoter import update_policy
+
+    update_policy(reg.store, MODEL, update)
+    (run,) = Promoter(reg, clock=lambda: started + timedelta(minutes=3)).run([MODEL])
+    assert run.report_key is not None, run.report_error
+    head = backend.s3_client().head_object(
+        Bucket=backend.bucket, Key=f"registry/{run.report_key}"
+    )
+    assert head["ContentType"].startswith("text/html")
+
+
 def test_ui_says_where_it_listens(reg: Registry, home: Path) -> None:
     import socket
 

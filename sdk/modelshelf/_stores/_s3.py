@@ -689,6 +689,9 @@ class S3Store:
             "Metadata": {_META_SHA256: digest.hex()},
             **_condition(mode),
         }
+        if key.endswith(".html"):
+            # {model}/report.html: a browser given a presigned URL shows it, not downloads it.
+            kwargs["ContentType"] = "text/html; charset=utf-8"
         if self._checksums:
             kwargs["ChecksumSHA256"] = base64.b64encode(digest).decode()
         write = _Write(key=key, mode=mode, sha256=digest.hex(), size=len(data))
