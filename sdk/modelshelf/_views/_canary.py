@@ -34,8 +34,9 @@ Arm = Literal["active", "canary"]
 _LOOKBACK = timedelta(hours=1)
 _CACHE_LIMIT = 500_000
 
-SummaryCache = dict[str, "MetricsSummary | str"]
-"""Metric objects read so far, by key (a corrupt one as its error)."""
+SummaryCache = dict[str, "MetricsSummary | WindowPoint | str"]
+"""Metric objects read so far, by key (a corrupt one as its error), and merged windows."""
+_POINT = "\x00point:"  # no store key starts with NUL
 
 
 class WindowPoint(BaseModel):
@@ -107,15 +108,19 @@ def read_canary_series(
     start = run.started_at
     end = run.ended_at or now
     todo: list[tuple[Arm, str, str]] = []
+    known = cache if cache is not None else {}
     for arm, version in (("active", run.active), ("canary", run.canary)):
         for info in store.list(metrics_prefix(model, version)):
-            try:
-                parsed = parse_metrics_key(info.key)
-            except InvalidInputError:
-                continue
-            if start - _LOOKBACK < parsed.window_start < end:
+            seen = known.get(info.key)
+            if isinstance(seen, MetricsSummary):
+                window_start = seen.window_start  # parsing the key costs more than this
+            else:
+                try:
+                    window_start = parse_metrics_key(info.key).window_start
+                except InvalidInputError:
+                    continue
+            if start - _LOOKBACK < window_start < end:
                 todo.append((arm, version, info.key))  # type: ignore[arg-type]
-    known = cache if cache is not None else {}
     keys = [key for _, _, key in todo if key not in known]
     workers = max(1, min(max_workers, len(keys)))
     if workers == 1:
@@ -138,7 +143,7 @@ def read_canary_series(
         if result is None:
             continue
         read += 1
-        if isinstance(result, str):
+        if not isinstance(result, MetricsSummary):
             corrupt.append(key)
             continue
         if result.model != model or result.version != version:
@@ -150,22 +155,34 @@ def read_canary_series(
         groups[(result.window_start, arm)].append(result)
     points = []
     for (window, arm), parts in sorted(groups.items()):
-        stats = ArmStats.merge_all(parts)
-        points.append(
-            WindowPoint(
-                window_start=window,
-                window_seconds=max(p.window_seconds for p in parts),
-                arm=arm,
-                version=run.active if arm == "active" else run.canary,
-                servers=len({p.server_id for p in parts}),
-                requests=stats.count,
-                errors=stats.errors,
-                error_rate=stats.error_rate,
-                p50_ms=stats.quantile(0.5),
-                p95_ms=stats.quantile(0.95),
-                p99_ms=stats.quantile(0.99),
-            )
+        # The same immutable objects merge to the same point: a refresh merges only the
+        # windows that received an object.
+        memo_key = (
+            f"{_POINT}{run.canary}/{run.active}/{arm}/"
+            + ",".join(sorted(f"{p.server_id}-{p.seq}@{p.version}" for p in parts))
+            + f"/{window.isoformat()}"
         )
+        memo = known.get(memo_key)
+        if isinstance(memo, WindowPoint):
+            points.append(memo)
+            continue
+        stats = ArmStats.merge_all(parts)
+        point = WindowPoint(
+            window_start=window,
+            window_seconds=max(p.window_seconds for p in parts),
+            arm=arm,
+            version=run.active if arm == "active" else run.canary,
+            servers=len({p.server_id for p in parts}),
+            requests=stats.count,
+            errors=stats.errors,
+            error_rate=stats.error_rate,
+            p50_ms=stats.quantile(0.5),
+            p95_ms=stats.quantile(0.95),
+            p99_ms=stats.quantile(0.99),
+        )
+        if cache is not None:
+            cache[memo_key] = point
+        points.append(point)
     return CanarySeries(run=run, points=points, objects_read=read, corrupt=sorted(corrupt))
 
 
