@@ -63,7 +63,7 @@ ACCOUNT_ID = "123456789012"  # moto's default account
 REGION = "us-east-1"
 REPO = Path(__file__).resolve().parents[2]
 TEMPLATE = REPO / "infra" / "template.yaml"
-ROLES = ("trainer", "server", "promoter")
+ROLES = ("trainer", "server", "promoter", "operator")
 SAM_TRANSFORM = "AWS::Serverless-2016-10-31"
 # Properties SAM copies onto the AWS::Lambda::Function unchanged (CodeUri becomes Code).
 SAM_PASSTHROUGH = {
@@ -163,6 +163,25 @@ def _condition_holds(operator: str, key: str, expected: Any, context: dict[str, 
     raise AssertionError(f"decide() does not model the condition operator {operator}")
 
 
+def _substitute(pattern: str, context: dict[str, str]) -> str | None:
+    """A resource pattern with its ``${key}`` policy variables filled from the request;
+    ``None`` when the request lacks one, which makes the statement not apply (IAM: an
+    unresolved variable in Resource matches nothing)."""
+    missing = False
+
+    def fill(match: re.Match[str]) -> str:
+        nonlocal missing
+        value = context.get(match.group(1).lower())
+        if value is None:
+            missing = True
+            return ""
+        assert not set(value) & {"*", "?"}, f"decide() takes no wildcard in {value!r}"
+        return value
+
+    filled = re.sub(r"\$\{([^}]+)\}", fill, pattern)
+    return None if missing else filled
+
+
 def decide(
     documents: list[dict[str, Any]], action: str, resource: str, context: dict[str, str]
 ) -> Decision:
@@ -183,7 +202,8 @@ def decide(
                 for a in _as_list(statement["Action"])
             ):
                 continue
-            if not any(_wildcard(r).fullmatch(resource) for r in _as_list(statement["Resource"])):
+            patterns = [_substitute(r, ctx) for r in _as_list(statement["Resource"])]
+            if not any(p is not None and _wildcard(p).fullmatch(resource) for p in patterns):
                 continue
             conditions = statement.get("Condition", {})
             if not all(
@@ -209,6 +229,7 @@ class Variant:
     prefix: str
     models_to_watch: str
     metrics_expiry_models: str
+    bind_server_identity: str = "false"
 
 
 VARIANTS = [
@@ -335,6 +356,7 @@ def deploy(variant: Variant, name: str) -> DeployedStack:
         "RegistryPrefix": variant.prefix,
         "ModelsToWatch": variant.models_to_watch,
         "MetricsExpiryModels": variant.metrics_expiry_models,
+        "BindServerIdentity": variant.bind_server_identity,
     }
     cfn = boto3.client("cloudformation", region_name=REGION)
     with warnings.catch_warnings(record=True) as caught:
@@ -371,7 +393,11 @@ def deploy(variant: Variant, name: str) -> DeployedStack:
         }
     )
     role_arns = {"promoter": outputs["PromoterRoleArn"]}
-    for role, output in (("trainer", "TrainerPolicyArn"), ("server", "ServerPolicyArn")):
+    for role, output in (
+        ("trainer", "TrainerPolicyArn"),
+        ("server", "ServerPolicyArn"),
+        ("operator", "OperatorPolicyArn"),
+    ):
         arn = iam.create_role(RoleName=f"{name}-{role}", AssumeRolePolicyDocument=trust)["Role"][
             "Arn"
         ]
@@ -496,7 +522,7 @@ def test_stack_creates_bucket_policies_function_and_schedule(deployed_stack: Dep
     assert stack.registry_uri == expected_uri, f"RegistryUri output is {stack.registry_uri}"
 
     iam = boto3.client("iam", region_name=REGION)
-    for output in ("TrainerPolicyArn", "ServerPolicyArn", "PromoterPolicyArn"):
+    for output in ("TrainerPolicyArn", "ServerPolicyArn", "PromoterPolicyArn", "OperatorPolicyArn"):
         iam.get_policy(PolicyArn=stack.outputs[output])  # raises if it was not created
     role_name = stack.role_arns["promoter"].rsplit("/", 1)[1]
     attached = {
@@ -666,6 +692,7 @@ def test_bucket_policy_statements(deployed_stack: DeployedStack) -> None:
         "DenyInsecureTransport",
         "DenyOverwritableWritesToWriteOnceKeys",
         "DenyBlindWritesToSwappedKeys",
+        "DenyDeletingTheRecord",
     }, f"bucket policy statements: {sorted(statements)}"
     assert all(s["Effect"] == "Deny" and s["Principal"] == "*" for s in statements.values()), (
         "every bucket-policy statement must be a Deny for everyone"
@@ -684,7 +711,7 @@ def test_bucket_policy_statements(deployed_stack: DeployedStack) -> None:
         [
             *(
                 stack.object_arn(stack.key(f"*/{ns}/*"))
-                for ns in ("versions", "blobs", "history", "signatures", "approvals")
+                for ns in ("versions", "blobs", "history", "signatures", "approvals", "metrics")
             ),
             stack.object_arn(stack.key("_trust/history/*")),
         ]
@@ -711,6 +738,13 @@ def test_bucket_policy_statements(deployed_stack: DeployedStack) -> None:
         "Bool": {"s3:ObjectCreationOperation": "true"},
     }, f"swapped-key condition: {swapped['Condition']}"
 
+    record = statements["DenyDeletingTheRecord"]
+    assert sorted(record["Action"]) == ["s3:DeleteObject", "s3:DeleteObjectVersion"], record
+    assert sorted(record["Resource"]) == sorted(
+        stack.object_arn(stack.key(f"*/{ns}/*")) for ns in ("versions", "history")
+    ), f"undeletable resources: {record['Resource']}"
+    assert "Condition" not in record, "the record must be undeletable unconditionally"
+
 
 # (key, s3:ObjectCreationOperation, conditional header, expected) for PutObject over TLS.
 # ObjectCreationOperation is true for PutObject and CompleteMultipartUpload, false for
@@ -731,7 +765,14 @@ BUCKET_POLICY_CASES = [
     ("iris/promoter/policy.json", "true", None, "deny"),
     ("iris/promoter/policy.json", "true", "if-none-match", "implicit-deny"),
     ("iris/promoter/decisions/20260101T000000Z.json", "true", None, "implicit-deny"),
-    ("iris/metrics/1.0.0/20260101T000000Z/web-1-00000000.json", "true", None, "implicit-deny"),
+    # metrics are write-once too: a server must not replace another's (or its own) summary
+    ("iris/metrics/1.0.0/20260101T000000Z/web-1-00000000.json", "true", None, "deny"),
+    (
+        "iris/metrics/1.0.0/20260101T000000Z/web-1-00000000.json",
+        "true",
+        "if-none-match",
+        "implicit-deny",
+    ),
     ("iris/signatures/1.0.0/" + "cd" * 32 + ".sig", "true", None, "deny"),
     ("iris/signatures/1.0.0/" + "cd" * 32 + ".sig", "true", "if-none-match", "implicit-deny"),
     ("iris/approvals/1.0.0/promote/" + "cd" * 32 + ".sig", "true", None, "deny"),
@@ -756,6 +797,29 @@ def test_bucket_policy_decisions(
     assert got == expected, (
         f"bucket policy on PutObject {key} (creation={creation}, header={header}): {got}"
     )
+
+
+# (action, key, expected) for deletes over TLS: the record is never deleted, whoever asks;
+# blobs are what gc deletes.
+BUCKET_POLICY_DELETES = [
+    ("s3:DeleteObject", "iris/versions/1.0.0.json", "deny"),
+    ("s3:DeleteObjectVersion", "iris/versions/1.0.0.json", "deny"),
+    ("s3:DeleteObject", "iris/history/000000000001.json", "deny"),
+    ("s3:DeleteObjectVersion", "iris/history/000000000001.json", "deny"),
+    ("s3:DeleteObject", "_trust/history/000000000001.json", "deny"),
+    ("s3:DeleteObject", "iris/blobs/sha256/" + "ab" * 32, "implicit-deny"),
+    ("s3:DeleteObject", "iris/metrics/1.0.0/20260101T000000Z/web-1-00000000.json", "implicit-deny"),
+]
+
+
+@pytest.mark.parametrize(("action", "key", "expected"), BUCKET_POLICY_DELETES)
+def test_bucket_policy_never_lets_the_record_be_deleted(
+    deployed_stack: DeployedStack, action: str, key: str, expected: str
+) -> None:
+    stack = deployed_stack
+    context = {"aws:SecureTransport": "true"}
+    got = decide([_bucket_policy(stack)], action, stack.object_arn(stack.key(key)), context)
+    assert got == expected, f"bucket policy on {action} {key}: {got}"
 
 
 def test_bucket_policy_refuses_plain_http_and_ignores_keys_outside_the_registry(
@@ -850,6 +914,26 @@ MATRIX: list[tuple[str, Op, str, bool]] = [
     ("promoter", "abort", NEW_BLOB, False),
     ("promoter", "delete", "acl/aliases.json", False),
     ("promoter", "delete", "acl/history/000000000001.json", False),
+    # operator: reads everything; deletes blobs and aborts their uploads (gc --yes); nothing else
+    ("operator", "get", "acl/versions/1.0.0.json", True),
+    ("operator", "get", "acl/history/000000000001.json", True),
+    ("operator", "get", "acl/aliases.json", True),
+    ("operator", "list", "acl/", True),
+    ("operator", "delete", NEW_BLOB, True),
+    ("operator", "abort", NEW_BLOB, True),
+    ("operator", "delete", "acl/versions/1.0.0.json", False),
+    ("operator", "delete", "acl/history/000000000001.json", False),
+    ("operator", "delete", "acl/aliases.json", False),
+    ("operator", "delete", METRICS, False),
+    ("operator", "delete", "acl/promoter/state.json", False),
+    ("operator", "delete", "acl/metrics/1.0.0/blobs/x", False),  # '*' spilling across '/'
+    ("operator", "delete", "acl/versions/blobs/x", False),
+    ("operator", "put", NEW_BLOB, False),
+    ("operator", "put", "acl/versions/2.0.0.json", False),
+    ("operator", "put", "acl/aliases.json", False),
+    ("operator", "put", "acl/history/000000000002.json", False),
+    ("operator", "put", NEW_METRICS, False),
+    ("operator", "create-multipart", NEW_BLOB, False),
 ]
 
 # A denied call fails before S3 looks at the key; one that passes authorization may still
@@ -934,6 +1018,8 @@ def test_nobody_can_delete_or_write_outside_the_registry(iam_enforced: DeployedS
     for role in ROLES:
         client = stack.credentials[role].client()
         for key in SEEDED:
+            if role == "operator" and key == BLOB:
+                continue  # gc's job; the matrix checks it on a blob nobody else reads
             assert not _call(client, stack.bucket, "delete", stack.key(key)), (
                 f"{role} may delete {stack.key(key)}"
             )
@@ -941,18 +1027,26 @@ def test_nobody_can_delete_or_write_outside_the_registry(iam_enforced: DeployedS
             outside = "elsewhere/acl/blobs/sha256/" + "ef" * 32
             assert not _call(client, stack.bucket, "put", outside), f"{role} wrote {outside}"
             assert not _call(client, stack.bucket, "get", "elsewhere/x"), f"{role} read outside"
+            assert not _call(client, stack.bucket, "delete", outside), f"{role} deleted outside"
     for role in ROLES:
         documents = stack.policies[role]
-        granted = {
-            a
+        grants = [
+            (a, s["Resource"])
             for d in documents
             for s in _as_list(d["Statement"])
             if s["Effect"] == "Allow"
             for a in _as_list(s["Action"])
-        }
-        assert not {a for a in granted if "Delete" in a or a.endswith("*")}, (
+        ]
+        granted = {a for a, _ in grants}
+        allowed_deletes = {"s3:DeleteObject"} if role == "operator" else set()
+        assert not {a for a in granted if "Delete" in a or a.endswith("*")} - allowed_deletes, (
             f"{role} is granted {sorted(granted)}"
         )
+        for action, resources in grants:
+            if "Delete" in action:
+                assert _as_list(resources) == [stack.object_arn(stack.key("*/blobs/*"))], (
+                    f"{role} may {action} {resources}, not only blobs"
+                )
 
 
 def test_listing_is_confined_to_the_registry_prefix(deployed_stack: DeployedStack) -> None:
@@ -1029,6 +1123,78 @@ def test_sdk_push_alias_and_read_under_the_roles(
         assert _denied(excinfo.value), f"{what} failed otherwise than denied: {excinfo.value!r}"
     assert trainer.versions("fraud") == ["1.0.0", "1.1.0"], "a refused push left a version"
     assert promoter.aliases("fraud").active == "1.0.0", "a refused alias change landed"
+
+
+def test_the_operator_runs_gc_and_nothing_else(fresh_stack: DeployedStack, tmp_path: Path) -> None:
+    stack = fresh_stack
+
+    def registry(role: str) -> Registry:
+        return Registry(
+            stack.registry_uri,
+            client=stack.credentials[role].client(),
+            cache_dir=tmp_path / role,
+            user=role,
+        )
+
+    trainer, operator = registry("trainer"), registry("operator")
+    for i in range(3):
+        trainer.push("fraud", {"weights": i}, version=f"1.{i}.0")
+    plan = operator.gc("fraud", keep_last=1, dry_run=False)
+    assert plan.expired_versions == ["1.0.0", "1.1.0"] and len(plan.delete_blobs) == 2, plan
+    s3 = stack.credentials["trainer"].client()
+    left = [
+        o["Key"]
+        for o in s3.list_objects_v2(Bucket=stack.bucket, Prefix=stack.key("fraud/blobs/")).get(
+            "Contents", []
+        )
+    ]
+    assert len(left) == 1, f"gc under the operator role left {left}"
+    refusals = [
+        ("operator push", lambda: operator.push("fraud", {"weights": 9}, version="2.0.0")),
+        ("operator alias flip", lambda: operator.set_active("fraud", "1.2.0")),
+    ]
+    for what, attempt in refusals:
+        with pytest.raises(ModelshelfError) as excinfo:
+            attempt()
+        assert _denied(excinfo.value), f"{what} failed otherwise than denied: {excinfo.value!r}"
+    assert trainer.versions("fraud") == ["1.0.0", "1.1.0", "1.2.0"], "manifests were deleted"
+
+
+@pytest.mark.parametrize(
+    ("tag", "key", "expected"),
+    [
+        ("web-1", "iris/metrics/1.0.0/20260101T000000Z/web-1-00000007.json", "allow"),
+        ("web-1", "iris/metrics/1.0.0/20260101T000000Z/web-2-00000007.json", "implicit-deny"),
+        ("web-1", "iris/metrics/1.0.0/20260101T000000Z/web-1-x-00000007.json", "implicit-deny"),
+        ("web-1", "iris/metrics/1.0.0/20260101T000000Z/xweb-1-00000007.json", "implicit-deny"),
+        (None, "iris/metrics/1.0.0/20260101T000000Z/web-1-00000007.json", "implicit-deny"),
+    ],
+)
+def test_bound_server_identity_writes_only_its_own_metric_keys(
+    deployed_stack: DeployedStack, tag: str | None, key: str, expected: str
+) -> None:
+    # moto does not substitute policy variables: this is IAM's documented evaluation only.
+    variant = deployed_stack.variant
+    bound = Variant(
+        f"{variant.id}-bound",
+        prefix=variant.prefix,
+        models_to_watch="",
+        metrics_expiry_models="",
+        bind_server_identity="true",
+    )
+    stack = deploy(bound, f"bound-{uuid.uuid4().hex[:8]}")
+    context = {} if tag is None else {"aws:PrincipalTag/modelshelf-server-id": tag}
+    got = decide(
+        stack.policies["server"], "s3:PutObject", stack.object_arn(stack.key(key)), context
+    )
+    assert got == expected, f"a server tagged {tag} writing {key}: {got}"
+    unbound = decide(
+        deployed_stack.policies["server"],
+        "s3:PutObject",
+        deployed_stack.object_arn(deployed_stack.key(key)),
+        context,
+    )
+    assert unbound == "allow", "without BindServerIdentity any server id may be written"
 
 
 def _denied(exc: BaseException | None) -> bool:
