@@ -235,3 +235,29 @@ def test_a_key_id_is_the_oms_hint(keys: dict[str, Path], tmp_path: Path) -> None
     hint = json.loads((tmp_path / "s.sig").read_text())["verificationMaterial"]["publicKey"]["hint"]
     pem = public_pem(load_private_key(keys["ci"]).public_key())
     assert TrustedKey(name="ci", public_key=pem).key_id == hint
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        b"\x00\xff not json",
+        b"[]",
+        b'{"mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json"}',
+        b'{"mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json", "dsseEnvelope": '
+        b'{"payloadType": "application/vnd.in-toto+json", "payload": "e30=", '
+        b'"signatures": [{"sig": "!!"}]}}',
+    ],
+)
+def test_hostile_bundles_are_reported_and_never_count(
+    version: tuple[Registry, ModelVersion, bytes, Path], keys: dict[str, Path], garbage: bytes
+) -> None:
+    registry, manifest, raw, _ = version
+    policy = trusted(keys, "ci")
+    registry.store.put(f"m/signatures/{manifest.version}/{'ab' * 32}.sig", garbage)
+    checked = [s for s, _ in read_signatures(registry.store, policy, manifest, raw)]
+    assert [s.valid for s in checked] == [False] and checked[0].problem
+    with pytest.raises(UntrustedVersionError):
+        require_signature("load", policy, manifest, checked)
+    sign_version(registry.store, manifest, raw, load_private_key(keys["ci"]))
+    checked = [s for s, _ in read_signatures(registry.store, policy, manifest, raw)]
+    require_signature("load", policy, manifest, checked)

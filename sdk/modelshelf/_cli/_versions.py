@@ -138,6 +138,8 @@ def push(
     summary = f"{_plural(len(pushed.files), 'file')}, {human_size(pushed.size)}"
     if created:
         state.console.print(f"pushed {pushed.ref} ({summary}) to {state.registry.uri}")
+    if sign_key is not None:
+        state.console.print(Text(f"signed {pushed.ref} with {sign_key}"))
     else:
         state.console.print(
             f"{pushed.ref} already holds these files and this card "
@@ -295,7 +297,7 @@ def show(state: AppState, ref: str, as_json: bool) -> None:
         table = Table("signed by", "key id", "status")
         for sig in signatures:
             status = "trusted" if sig.trusted else f"not trusted: {sig.problem}"
-            table.add_row(Text(sig.signer or "unknown key"), sig.key_id[:16], Text(status))
+            table.add_row(Text(sig.signer or "unknown key"), Text(sig.key_id[:16]), Text(status))
         console.print(table)
     else:
         console.print("not signed")
