@@ -285,6 +285,8 @@ def test_the_report_in_s3_opens_in_a_browser_from_a_presigned_url(
 def test_ui_says_where_it_listens(reg: Registry, home: Path) -> None:
     import socket
 
+    _canary(reg)
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -308,6 +310,9 @@ def test_ui_says_where_it_listens(reg: Registry, home: Path) -> None:
                 assert time.monotonic() < deadline, "ui did not answer"
                 time.sleep(0.1)
         assert response.status_code == 200 and "1.2.0" in response.text
+        canary = httpx.get(f"http://127.0.0.1:{port}/models/{MODEL}/canary", timeout=30)
+        assert canary.status_code == 200
+        assert "The promoter would <strong>" in canary.text, "the CLI passes the dry run"
     finally:
         proc.terminate()
         proc.wait(10)
