@@ -35,10 +35,10 @@ EXPORTED = {
     "modelshelf.layout": [
         "DOCTOR_PREFIX", "TRUST_HISTORY_PREFIX", "TRUST_POLICY_KEY", "WINDOW_FORMAT",
         "aliases_key", "approval_key", "approvals_prefix", "blob_key", "blob_prefix",
-        "blobs_root", "decision_prefix", "history_key", "history_prefix", "manifest_key",
-        "metrics_key", "metrics_prefix", "policy_key", "promoter_state_key", "report_key",
-        "signature_key",
-        "signatures_prefix", "trust_history_key", "version_of_manifest_key", "versions_prefix",
+        "blobs_root", "decision_prefix", "ever_aliased_key", "history_key", "history_prefix",
+        "manifest_key", "metrics_key", "metrics_prefix", "policy_key", "promoter_state_key",
+        "report_key", "signature_key", "signatures_prefix", "trust_history_key",
+        "version_head_key", "version_of_manifest_key", "versions_prefix",
     ],
     "modelshelf.views": ["build_report", "create_app"],
     "modelshelf.serving": [
@@ -86,7 +86,12 @@ def test_return_types_of_the_public_api_are_exported() -> None:
     import modelshelf
 
     registry_types = {
-        "Aliases", "HistoryRecord", "ServedVersion", "GcPlan", "ModelVersion", "Comparison",
+        "Aliases",
+        "HistoryRecord",
+        "ServedVersion",
+        "GcPlan",
+        "ModelVersion",
+        "Comparison",
         "VersionDiff",
     }
     assert registry_types <= set(modelshelf.__all__), "users must be able to name what they get"

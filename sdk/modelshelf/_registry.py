@@ -18,6 +18,7 @@ from ._aliases import (
     Aliases,
     AliasOperations,
     HistoryRecord,
+    ever_aliased,
     read_aliases,
     read_history,
 )
@@ -26,7 +27,7 @@ from ._errors import InvalidBundleError, InvalidInputError, ModelNotFoundError
 from ._loaders import LoadOptions, choose_loader
 from ._refs import ModelRef, check_name, parse_ref
 from ._settings import cache_dir_setting, user_setting
-from ._stores import Store, SupportsListFolders, open_store
+from ._stores import Store, open_store
 from ._trust import CARD_PATH, RESERVED_PATHS, SIGNATURE_FILE, PolicyInput, TrustOperations
 from ._versions import (
     BlobCache,
@@ -38,11 +39,12 @@ from ._versions import (
     compare_versions,
     diff_versions,
     list_versions,
+    model_summaries,
     plan_gc,
+    read_head,
     read_manifest,
     run_gc,
 )
-from .layout import version_of_manifest_key
 
 __all__ = ["Registry"]
 
@@ -92,23 +94,11 @@ class Registry(AliasOperations, TrustOperations):
     # -- reading -----------------------------------------------------------------------
 
     def models(self) -> list[str]:
-        """Names of every model with at least one committed version, sorted."""
-        if not isinstance(self.store, SupportsListFolders):
-            found = set()
-            for info in self.store.list(""):
-                name = info.key.split("/", 1)[0]
-                if version_of_manifest_key(name, info.key) is not None:
-                    found.add(name)
-            return sorted(found)
-        names = []
-        for folder in self.store.list_folders(""):
-            try:
-                check_name(folder)
-            except InvalidInputError:
-                continue  # scratch folders such as _doctor/ are never models
-            if self.versions(folder):
-                names.append(folder)
-        return names
+        """Names of every model with at least one committed version, sorted.
+
+        One delimiter listing of the root, then one bounded listing per model, in parallel.
+        """
+        return [summary.name for summary in model_summaries(self.store)]
 
     def versions(self, name: str) -> list[str]:
         """Committed versions of ``name`` in semver order (empty when none)."""
@@ -126,10 +116,10 @@ class Registry(AliasOperations, TrustOperations):
             return parsed
         if parsed.alias:
             return ModelRef(parsed.name, version=self.resolve_alias(parsed.name, parsed.alias))
-        versions = self.versions(parsed.name)
-        if not versions:
+        latest = read_head(self.store, check_name(parsed.name)).latest
+        if latest is None:
             raise ModelNotFoundError(f"model {parsed.name!r} has no versions in {self.uri}")
-        return ModelRef(parsed.name, version=versions[-1])
+        return ModelRef(parsed.name, version=latest)
 
     def get(self, ref: str | ModelRef) -> ModelVersion:
         """The manifest of a version (card and files).
@@ -438,6 +428,9 @@ class Registry(AliasOperations, TrustOperations):
         Returns:
             The plan: kept, protected and expired versions, blobs deleted and bytes freed.
         """
+        if keep_last < 0:
+            # Refused before _ever_aliased may write its index (invariant 10).
+            raise InvalidInputError(f"--keep-last must be 0 or more, not {keep_last}")
         plan = plan_gc(
             self.store,
             name,
@@ -452,14 +445,4 @@ class Registry(AliasOperations, TrustOperations):
 
     def _ever_aliased(self, name: str) -> set[str]:
         """Every version that was ever ``active`` or ``canary`` (gc keeps them)."""
-        check_name(name)
-        found: set[str] = set()
-        for record in read_history(self.store, name):
-            # previous too: a record that cannot be read still has its state in the next
-            # record's previous (docs/design.md, invariant 3).
-            for seen in (record.state, record.previous):
-                if seen is not None:
-                    found.update(v for v in (seen.active, seen.canary) if v)
-        current, _ = read_aliases(self.store, name)
-        found.update(v for v in (current.active, current.canary) if v)
-        return found
+        return ever_aliased(self.store, name)

@@ -13,6 +13,8 @@ Keys are relative to the registry root (``s3://bucket/prefix`` or a folder)::
     {model}/promoter/policy.json                      the promotion policy
     {model}/promoter/state.json                       the promoter's cursor and statistics
     {model}/promoter/decisions/{time}-{generation}.json   one record per promoter decision
+    {model}/index/latest.json                         hint: the highest version claimed
+    {model}/index/ever-aliased.json                   hint: versions ever active or canary
     {model}/signatures/{version}/{key-id}.sig         OMS signature bundles, one per key
     {model}/approvals/{version}/{gate}/{key-id}.sig   signed approvals, one per key and gate
     trust.json                                        the trust policy
@@ -39,6 +41,7 @@ __all__ = [
     "blob_prefix",
     "blobs_root",
     "decision_prefix",
+    "ever_aliased_key",
     "history_key",
     "history_prefix",
     "manifest_key",
@@ -50,6 +53,7 @@ __all__ = [
     "signature_key",
     "signatures_prefix",
     "trust_history_key",
+    "version_head_key",
     "version_of_manifest_key",
     "versions_prefix",
 ]
@@ -174,3 +178,13 @@ def trust_history_key(generation: int) -> str:
 def report_key(model: str) -> str:
     """Key of the HTML report the promoter can write after each run (``modelshelf report``)."""
     return f"{model}/report.html"
+
+
+def version_head_key(model: str) -> str:
+    """Key of the version head: a hint naming the highest version a push has claimed."""
+    return f"{model}/index/latest.json"
+
+
+def ever_aliased_key(model: str) -> str:
+    """Key of gc's hint: every version ever active or canary, and its history cursor."""
+    return f"{model}/index/ever-aliased.json"

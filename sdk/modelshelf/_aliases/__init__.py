@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ._ever import ever_aliased
 from ._history import (
     find_active_change,
     iter_history_newest_first,
@@ -23,6 +24,7 @@ __all__ = [
     "HistoryRecord",
     "ServedVersion",
     "apply_change",
+    "ever_aliased",
     "find_active_change",
     "iter_history_newest_first",
     "newest_generation",

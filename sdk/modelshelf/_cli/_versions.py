@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from .._card import ModelCard, ModelVersion, utcnow
 from .._errors import CorruptObjectError, InvalidCardError, ModelNotFoundError
 from .._refs import check_name, parse_ref
 from .._registry import Registry
+from .._versions import model_summaries
 from ._app import (
     AppState,
     cli,
@@ -149,17 +151,26 @@ def push(
 
 @cli.command("list")
 @click.argument("name", required=False)
+@click.option(
+    "--last",
+    type=click.IntRange(min=1),
+    default=20,
+    show_default=True,
+    help="With NAME: show only the newest N versions.",
+)
+@click.option("--all", "show_all", is_flag=True, help="With NAME: show every version.")
 @json_option
 @pass_state
-def list_command(state: AppState, name: str | None, as_json: bool) -> None:
-    """List the models, or the versions of NAME."""
+def list_command(
+    state: AppState, name: str | None, last: int, show_all: bool, as_json: bool
+) -> None:
+    """List the models, or the versions of NAME (the newest 20 unless --last or --all)."""
     registry = state.registry
     if name is None:
-        rows: list[dict[str, Any]] = []
-        for model in registry.models():
-            versions = registry.versions(model)
-            if versions:  # a stray object under versions/ is not a version
-                rows.append({"name": model, "versions": len(versions), "latest": versions[-1]})
+        rows: list[dict[str, Any]] = [
+            {"name": s.name, "versions": s.versions, "latest": s.latest}
+            for s in model_summaries(registry.store)
+        ]
         if as_json:
             emit_json(rows)
             return
@@ -176,13 +187,17 @@ def list_command(state: AppState, name: str | None, as_json: bool) -> None:
     versions = registry.versions(name)
     if not versions:
         raise ModelNotFoundError(f"model {name!r} has no versions in {registry.uri}")
-    manifests: list[ModelVersion | str] = []
-    for version in versions:
+    shown = versions if show_all else versions[-last:]
+
+    def read(version: str) -> ModelVersion | str:
         try:
-            manifests.append(registry.get(f"{name}:{version}"))
+            return registry.get(f"{name}:{version}")
         except CorruptObjectError as exc:
             click.echo(f"warning: skipped {name}:{version}: {' '.join(str(exc).split())}", err=True)
-            manifests.append(version)  # listed, marked corrupt
+            return version  # listed, marked corrupt
+
+    with ThreadPoolExecutor(max(1, min(16, len(shown)))) as pool:
+        manifests = list(pool.map(read, shown))
     if as_json:
         emit_json(
             [
@@ -213,6 +228,10 @@ def list_command(state: AppState, name: str | None, as_json: bool) -> None:
             str(len(m.files)),
         )
     state.console.print(table)
+    if len(shown) < len(versions):
+        state.console.print(
+            f"the newest {len(shown)} of {len(versions)} versions; --last N or --all for more"
+        )
 
 
 def _readable_manifest(registry: Registry, ref: str) -> ModelVersion:

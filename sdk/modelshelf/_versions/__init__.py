@@ -7,9 +7,11 @@ composes it (docs/design.md, "Layers").
 from __future__ import annotations
 
 from ._cache import BlobCache, default_cache_dir
+from ._catalog import ModelSummary, model_summaries
 from ._compare import Comparison, VersionDiff, compare_versions, diff_versions
 from ._fetch import Fetcher, joblib_entry
 from ._gc import GcPlan, parse_age, plan_gc, run_gc
+from ._head import Head, read_head
 from ._manifests import list_versions, read_manifest, read_manifest_json
 from ._push import Pusher
 from ._sources import JOBLIB_NAME, SourceFile, collect_source
@@ -20,6 +22,8 @@ __all__ = [
     "Comparison",
     "Fetcher",
     "GcPlan",
+    "Head",
+    "ModelSummary",
     "Pusher",
     "SourceFile",
     "VersionDiff",
@@ -29,8 +33,10 @@ __all__ = [
     "diff_versions",
     "joblib_entry",
     "list_versions",
+    "model_summaries",
     "parse_age",
     "plan_gc",
+    "read_head",
     "read_manifest",
     "read_manifest_json",
     "run_gc",

@@ -28,6 +28,7 @@ from .._hashing import sha256_file
 from .._refs import bump_version, check_name, parse_version, version_sort_key
 from .._stores import CREATE, Store, SupportsContentAddressedPut
 from ..layout import blob_key, manifest_key
+from ._head import Head, claim_head, manifest_exists, read_head
 from ._manifests import SKIPPED, list_versions, read_manifest
 from ._presence import BlobPresence
 from ._sources import SourceFile, check_unchanged, collect_source
@@ -96,12 +97,16 @@ class Pusher:
 
         with tempfile.TemporaryDirectory(prefix="modelshelf-push-") as workdir:
             files = collect_source(source, Path(workdir))
-            existing = self._precheck(name, the_card, files, version, bump, allow_schema_change)
+            existing, head = self._precheck(
+                name, the_card, files, version, bump, allow_schema_change
+            )
             if existing is not None:
                 return existing
             entries, reused = self._upload_blobs(name, files, progress)
             check_unchanged(files)  # a file written to meanwhile never becomes a version
-            manifest = self._commit(name, the_card, entries, version, bump, allow_schema_change)
+            manifest = self._commit(
+                name, the_card, entries, version, bump, allow_schema_change, head
+            )
             self._repair_reused(name, files, entries, reused)
             return manifest
 
@@ -130,26 +135,25 @@ class Pusher:
         version: str | None,
         bump: str | None,
         allow_schema_change: bool,
-    ) -> ModelVersion | None:
+    ) -> tuple[ModelVersion | None, Head]:
         """Refuse a taken version or a schema change before any blob is written.
 
         The commit checks again (another writer may race us); this pass only makes sure
-        that input we can already tell is bad leaves nothing behind.
+        that input we can already tell is bad leaves nothing behind. It reads the version
+        head (docs/design.md, "Scale: indexes and hints"), not the list of versions.
         """
-        existing = list_versions(self.store, name)
-        if version is not None and version in existing:
+        head = read_head(self.store, name)
+        if version is not None and manifest_exists(self.store, name, version):
             entries = [
                 FileEntry(path=f.path, size=f.size, sha256=sha256_file(f.local)) for f in files
             ]
             same = self._identical(name, version, card, entries)
             if same is not None:
-                return same
-            raise self._exists_error(name, version, existing)
-        target = version or bump_version(
-            existing[-1] if existing else None, bump or ("minor" if existing else "major")
-        )
-        self._check_schema(name, target, card, existing, allow_schema_change)
-        return None
+                return same, head
+            raise self._exists_error(name, version, head.latest)
+        target = version or bump_version(head.latest, bump or ("minor" if head.latest else "major"))
+        self._check_schema(name, target, card, head, allow_schema_change)
+        return None, head
 
     def _upload_blobs(
         self, name: str, files: list[SourceFile], progress: Progress | None
@@ -203,22 +207,19 @@ class Pusher:
         version: str | None,
         bump: str | None,
         allow_schema_change: bool,
+        head: Head,
     ) -> ModelVersion:
-        for _ in range(_MAX_BUMP_ATTEMPTS):
-            existing = list_versions(self.store, name)
+        for attempt in range(_MAX_BUMP_ATTEMPTS):
+            if attempt:
+                head = read_head(self.store, name)
             if version is not None:
                 target = version
             else:
-                step = bump or ("minor" if existing else "major")
-                target = bump_version(existing[-1] if existing else None, step)
-            if target in existing:
-                same = self._identical(name, target, card, files)
-                if same is not None:
-                    return same
-                if version is not None:
-                    raise self._exists_error(name, target, existing)
-                continue  # a bump raced with another writer: take the next number
-            self._check_schema(name, target, card, existing, allow_schema_change)
+                step = bump or ("minor" if head.latest else "major")
+                target = bump_version(head.latest, step)
+            self._check_schema(name, target, card, head, allow_schema_change)
+            if not claim_head(self.store, name, head, target):
+                continue  # another pusher raised the head first: read it again
             now = utcnow()
             manifest = ModelVersion(
                 name=name,
@@ -250,7 +251,7 @@ class Pusher:
                 same = self._identical(name, target, card, files)
                 if same is not None:
                     return same
-                raise self._exists_error(name, target, list_versions(self.store, name)) from None
+                raise self._exists_error(name, target, read_head(self.store, name).latest) from None
         raise VersionExistsError(
             f"could not allocate a new version of {name!r} after {_MAX_BUMP_ATTEMPTS} attempts; "
             "too many concurrent pushes, try again"
@@ -285,13 +286,13 @@ class Pusher:
             return existing
         return None
 
-    def _exists_error(self, name: str, version: str, existing: list[str]) -> VersionExistsError:
+    def _exists_error(self, name: str, version: str, latest: str | None) -> VersionExistsError:
         try:
             current = read_manifest(self.store, name, version)
             by = f"pushed by {current.created_by} at {current.created_at.isoformat()}"
         except CorruptObjectError:
             by = "and its manifest is corrupt"
-        highest = existing[-1] if existing else version
+        highest = latest or version
         free = ", ".join(_free_bumps(highest))
         return VersionExistsError(
             f"{name}:{version} already exists with other content, {by}; versions are "
@@ -303,18 +304,29 @@ class Pusher:
         name: str,
         target: str,
         card: ModelCard,
-        existing: list[str],
+        head: Head,
         allow_schema_change: bool,
     ) -> None:
-        below = [v for v in existing if version_sort_key(v) < version_sort_key(target)]
+        if head.latest is None:
+            return
         previous: ModelVersion | None = None
-        for candidate in reversed(below):
-            try:
-                previous = read_manifest(self.store, name, candidate)
-                break
-            except CorruptObjectError as exc:
-                # Compare with the newest version that can be read, and say so.
-                SKIPPED.warning("skipped %s:%s for the schema check: %s", name, candidate, exc)
+        if version_sort_key(target) > version_sort_key(head.latest) and head.manifest:
+            previous = head.manifest  # the usual case: the head is the predecessor
+        else:
+            # A backport below the newest version, or a corrupt newest manifest: the
+            # predecessor needs the listing.
+            below = [
+                v
+                for v in list_versions(self.store, name)
+                if version_sort_key(v) < version_sort_key(target)
+            ]
+            for candidate in reversed(below):
+                try:
+                    previous = read_manifest(self.store, name, candidate)
+                    break
+                except CorruptObjectError as exc:
+                    # Compare with the newest version that can be read, and say so.
+                    SKIPPED.warning("skipped %s:%s for the schema check: %s", name, candidate, exc)
         if previous is None:
             return
         changed = [
@@ -332,7 +344,7 @@ class Pusher:
         raise SchemaChangeError(
             f"{name}:{target} changes {' and '.join(changed)} compared with "
             f"{previous.version}; a schema change needs a MAJOR bump "
-            f"({bump_version(existing[-1], 'major')}, or --bump major), "
+            f"({bump_version(head.latest, 'major')}, or --bump major), "
             "or pass allow_schema_change / --allow-schema-change to record an exception"
         )
 

@@ -1,0 +1,135 @@
+"""The version head: a verified hint of a model's highest version, so a push does not list.
+
+``{model}/index/latest.json`` names the highest version a pusher has claimed; pushers raise
+it before committing a manifest above it, so every committed version is at or below it. A
+reader trusts it only when the manifest it names exists and none of that version's three
+successors (the next patch, minor and major: what any bump creates) does, read in one
+parallel round; otherwise it lists the versions. A stale or broken head costs a listing,
+never a wrong answer (docs/design.md, "Scale: indexes and hints").
+"""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from .._card import ModelVersion, canonical_json
+from .._errors import (
+    AccessDeniedError,
+    CorruptObjectError,
+    InvalidInputError,
+    InvalidVersionError,
+    KeyNotFoundError,
+    PreconditionFailedError,
+)
+from .._refs import bump_version, parse_version, version_sort_key
+from .._stores import CREATE, IfMatch, Store
+from ..layout import manifest_key, version_head_key
+from ._manifests import SKIPPED, list_versions, parse_manifest
+
+__all__ = ["Head", "claim_head", "manifest_exists", "read_head"]
+
+
+@dataclass(frozen=True)
+class Head:
+    """What a pusher or a reader knows about a model's newest version."""
+
+    latest: str | None
+    """The highest committed version (verified), ``None`` when there is none."""
+    manifest: ModelVersion | None
+    """Its manifest, read while verifying (``None`` when it is corrupt)."""
+    claimed: str | None
+    """What the head object says (above ``latest`` while a push is in flight)."""
+    etag: str | None
+    """The head object's etag; ``None`` when it does not exist."""
+
+
+def _load(store: Store, name: str, version: str) -> tuple[bool, ModelVersion | None]:
+    """Whether ``name:version`` is committed, and its manifest (``None`` when corrupt)."""
+    key = manifest_key(name, version)
+    try:
+        obj = store.get(key)
+    except KeyNotFoundError:
+        return False, None
+    assert obj is not None
+    try:
+        return True, parse_manifest(obj.data, name, version, f"{store.uri}/{key}")
+    except CorruptObjectError as exc:
+        SKIPPED.warning("skipped %s", exc)
+        return True, None
+
+
+def manifest_exists(store: Store, name: str, version: str) -> bool:
+    """Whether ``name:version`` is committed (its manifest key exists)."""
+    try:
+        store.head(manifest_key(name, version))
+    except KeyNotFoundError:
+        return False
+    return True
+
+
+def _successors(version: str) -> list[str]:
+    found = []
+    for step in ("patch", "minor", "major"):
+        try:
+            found.append(bump_version(version, step))
+        except InvalidVersionError:
+            continue  # that part is at the grammar's end: nothing can follow there
+    return found
+
+
+def _parse(data: bytes) -> str | None:
+    try:
+        value = json.loads(data)
+        version = value["version"] if isinstance(value, dict) else None
+        parse_version(version)
+    except (ValueError, KeyError, TypeError, InvalidInputError):
+        return None
+    return str(version)
+
+
+def read_head(store: Store, name: str) -> Head:
+    """The newest committed version of ``name``, from the head when it checks out."""
+    try:
+        obj = store.get(version_head_key(name))
+    except KeyNotFoundError:
+        obj = None
+    claimed = _parse(obj.data) if obj is not None else None
+    etag = obj.etag if obj is not None else None
+    if claimed is not None:
+        with ThreadPoolExecutor(4) as pool:
+            loaded = pool.submit(_load, store, name, claimed)
+            later = list(pool.map(lambda v: manifest_exists(store, name, v), _successors(claimed)))
+            exists, manifest = loaded.result()
+        if exists and not any(later):
+            return Head(latest=claimed, manifest=manifest, claimed=claimed, etag=etag)
+    # Missing, unreadable, ahead of the commits, or behind them: the listing decides.
+    versions = list_versions(store, name)
+    latest = versions[-1] if versions else None
+    manifest = _load(store, name, latest)[1] if latest else None
+    return Head(latest=latest, manifest=manifest, claimed=claimed, etag=etag)
+
+
+def claim_head(store: Store, name: str, head: Head, target: str) -> bool:
+    """Raise the head to ``target`` before ``target`` is committed.
+
+    Returns:
+        ``True`` when the head is at or above ``target`` (or the store refuses the write:
+        the push still commits, see the design); ``False`` when another pusher moved the
+        head first, so the caller reads it again.
+    """
+    key = version_head_key(name)
+    wanted = target
+    if head.latest is not None and version_sort_key(head.latest) > version_sort_key(target):
+        wanted = head.latest  # a head found behind the commits is repaired on the way
+    if head.claimed is not None and version_sort_key(head.claimed) >= version_sort_key(wanted):
+        return True
+    body = canonical_json({"version": wanted})
+    try:
+        store.put(key, body, mode=CREATE if head.etag is None else IfMatch(head.etag))
+    except PreconditionFailedError:
+        return False
+    except AccessDeniedError:
+        return True  # a role without index/ access: the successor check still guards bumps
+    return True
