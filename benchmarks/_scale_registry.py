@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import tempfile
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -13,7 +14,7 @@ from modelshelf._card import ModelCard, ModelVersion
 from modelshelf.layout import aliases_key, blob_key, history_key, manifest_key
 
 if TYPE_CHECKING:
-    from scale import Bench, Figure, Measured
+    from scale import Bench, Figure
 
 BLOB = b"weights"
 
@@ -66,10 +67,21 @@ def write_history(bench: Bench, name: str, count: int, versions: list[str]) -> N
     aborted; now and then an operator flips active directly or rolls back. Changes come in
     bursts (a canary's steps minutes apart) between quiet hours, so the times are uneven.
     """
+    # Built twice with the same seed: once to learn how long it spans, then ending a minute
+    # ago, so that the changes the benchmark itself makes come after it in time too.
+    span = _build_history(name, count, versions, datetime(2000, 1, 1, tzinfo=UTC))
+    start = datetime.now(UTC) - timedelta(minutes=1) - (span[-1].when - span[0].when)
+    records = _build_history(name, count, versions, start - timedelta(minutes=1))
+    items = [(history_key(name, r.generation), r.to_json()) for r in records]
+    items.append((aliases_key(name), records[-1].state.to_json()))
+    _scale().parallel_put(bench.raw_store(""), items)
+
+
+def _build_history(
+    name: str, count: int, versions: list[str], start: datetime
+) -> list[HistoryRecord]:
     rng = random.Random(13)
-    now = datetime.now(UTC)
-    # Build forward from a start far enough back that the last record is about now.
-    when = now - timedelta(minutes=12 * count)
+    when = start
     state = Aliases()
     records: list[HistoryRecord] = []
     pool_size = len(versions)
@@ -136,17 +148,13 @@ def write_history(bench: Bench, name: str, count: int, versions: list[str]) -> N
                 {"canary": None, "ratio": 0.0, "canary_started_at": None},
                 timedelta(minutes=rng.uniform(1, 15)),
             )
-    records = records[:count]
-    items = [(history_key(name, r.generation), r.to_json()) for r in records]
-    items.append((aliases_key(name), records[-1].state.to_json()))
-    _scale().parallel_put(bench.raw_store(""), items)
+    return records[:count]
 
 
 # -- sections -------------------------------------------------------------------------------
 
 
-def _history_at(bench: Bench, size: int) -> dict[str, Measured]:
-    sc = _scale()
+def _history_ops(bench: Bench, size: int) -> dict[str, Callable[[], object]]:
     name = f"hist{size}"
     versions = write_versions(bench, name, 20)
     write_history(bench, name, size, versions)
@@ -155,23 +163,36 @@ def _history_at(bench: Bench, size: int) -> dict[str, Measured]:
     assert len(records) == size, f"fixture: {len(records)} records, wanted {size}"
     # An instant in the middle of the history, inside a canary's steps.
     middle = records[size // 2].when + timedelta(seconds=1)
-    print(f" {size:,} history records")
-    m: dict[str, Measured] = {}
-    m["history --limit 10"] = bench.measure(lambda: registry.history(name, limit=10))
-    m["served_at"] = bench.measure(lambda: registry.served_at(name, middle))
-    # Rolling back twice returns to where it started, so every run sees the same history.
-    m["rollback"] = bench.measure(lambda: registry.rollback(name), repeat=bench.repeat * 2)
-    m["gc dry run, first"] = bench.measure(lambda: registry.gc(name), repeat=1)
-    m["gc dry run"] = bench.measure(lambda: registry.gc(name))
-    for label, value in m.items():
-        sc.print_measured(f"{label} at {size:,}", value)
-    return m
+    expected = {(s.version, s.role) for s in _linear_served_at(records, middle)}
+    got = {(s.version, s.role) for s in registry.served_at(name, middle)}
+    assert got == expected, f"served_at disagrees with a full read: {got} != {expected}"
+    registry.gc(name)  # the first run builds gc's index; the figure is for the runs after it
+    return {
+        "history --limit 10": lambda: registry.history(name, limit=10),
+        "served_at": lambda: registry.served_at(name, middle),
+        # Rolling back twice returns to where it started: every run sees the same history.
+        "rollback": lambda: registry.rollback(name),
+        "gc dry run": lambda: registry.gc(name),
+    }
+
+
+def _linear_served_at(records: list[HistoryRecord], when: datetime) -> list[Any]:
+    from modelshelf._aliases import served_at
+
+    return served_at(records, when, timedelta(seconds=60))
 
 
 def section_history(bench: Bench) -> list[Figure]:
     sc = _scale()
     sizes = (10, 1000) if bench.quick else (10, 10_000)
-    small, large = (_history_at(bench, size) for size in sizes)
+    ops = {size: _history_ops(bench, size) for size in sizes}
+    # Interleaved: each round runs every operation at both sizes.
+    flat = {(size, op): fn for size in sizes for op, fn in ops[size].items()}
+    measured = bench.compare({f"{op} at {size:,}": fn for (size, op), fn in flat.items()})
+    for label, value in measured.items():
+        sc.print_measured(label, value)
+    small = {op: measured[f"{op} at {sizes[0]:,}"] for op in ops[sizes[0]]}
+    large = {op: measured[f"{op} at {sizes[1]:,}"] for op in ops[sizes[1]]}
     n = f"{sizes[1]:,}"
     figures = []
     for op in ("history --limit 10", "served_at", "rollback"):
@@ -195,22 +216,32 @@ def section_history(bench: Bench) -> list[Figure]:
             "time",
         )
     )
+    figures.append(_alias_change(bench))
     return figures
 
 
-def _push_at(bench: Bench, size: int, src: Path, list_it: bool) -> tuple[Measured, Measured | None]:
+def _alias_change(bench: Bench) -> Figure:
+    """Requests of one alias change (benchmarks/README.md quotes this figure)."""
     sc = _scale()
+    name = "change"
+    write_versions(bench, name, 3)
+    registry = bench.registry("")
+    registry.set_active(name, "1.0.0")
+    registry.start_canary(name, "1.1.0", ratio=0.05)
+    ratios = iter([0.1, 0.2] * 100)
+    m = bench.compare({"set_ratio": lambda: registry.set_ratio(name, next(ratios))})["set_ratio"]
+    sc.print_measured("an alias change (set_ratio)", m)
+    return sc.Figure(
+        "history", "requests of one alias change (set_ratio)", str(m.requests), "-", None
+    )
+
+
+def _push_op(bench: Bench, size: int, src: Path) -> tuple[str, Callable[[], object]]:
     name = f"vers{size}"
     write_versions(bench, name, size)
     registry = bench.registry("")
     registry.push(name, src, bump="minor")  # the first push after the bulk write
-    pushed = bench.measure(lambda: registry.push(name, src, bump="minor"))
-    sc.print_measured(f"push --bump minor at {size:,} versions", pushed)
-    if not list_it:
-        return pushed, None
-    listed = bench.measure(lambda: _cli(bench, ["list", name]))
-    sc.print_measured(f"list NAME (default view) at {size:,}", listed)
-    return pushed, listed
+    return name, lambda: registry.push(name, src, bump="minor")
 
 
 def section_versions(bench: Bench) -> list[Figure]:
@@ -219,9 +250,14 @@ def section_versions(bench: Bench) -> list[Figure]:
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "model.bin"
         src.write_bytes(b"tiny model")
-        small, _ = _push_at(bench, sizes[0], src, False)
-        large, listed = _push_at(bench, sizes[1], src, True)
-    assert listed is not None
+        ops = {size: _push_op(bench, size, src) for size in sizes}
+        measured = bench.compare({f"push at {size:,}": ops[size][1] for size in sizes})
+        big = ops[sizes[1]][0]
+        listed = bench.measure(lambda: _cli(bench, ["list", big]))
+    small, large = measured[f"push at {sizes[0]:,}"], measured[f"push at {sizes[1]:,}"]
+    sc.print_measured(f"push --bump minor at {sizes[0]:,} versions", small)
+    sc.print_measured(f"push --bump minor at {sizes[1]:,} versions", large)
+    sc.print_measured(f"list NAME (default view) at {sizes[1]:,}", listed)
     n = f"{sizes[1]:,} / {sizes[0]} versions"
     return [
         sc.ratio_figure("versions", f"push requests, {n}", small, large, 1.3, "requests"),

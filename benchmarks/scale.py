@@ -125,6 +125,35 @@ class Bench:
 
         return _client(self.server, Config(max_pool_connections=64))
 
+    def compare(
+        self, ops: dict[str, Callable[[], object]], repeat: int | None = None
+    ) -> dict[str, Measured]:
+        """Measure several operations round by round (one run of each per round).
+
+        On a shared machine the load drifts; interleaving gives every operation the same
+        conditions, so the ratios between them mean something.
+        """
+        for op in ops.values():
+            op()
+        times: dict[str, list[float]] = {label: [] for label in ops}
+        calls: dict[str, Counter[str]] = {}
+        for _ in range(repeat or self.repeat):
+            for label, op in ops.items():
+                before = self.counter.snapshot()
+                start = time.perf_counter()
+                op()
+                times[label].append(time.perf_counter() - start)
+                calls[label] = self.counter.snapshot() - before
+        return {
+            label: Measured(
+                requests=sum(calls[label].values()),
+                by_call=dict(sorted(calls[label].items())),
+                median=statistics.median(times[label]),
+                best=min(times[label]),
+            )
+            for label in ops
+        }
+
     def measure(self, op: Callable[[], object], repeat: int | None = None) -> Measured:
         """Run ``op`` (once to warm up, then ``repeat`` times); requests of the last call."""
         op()

@@ -335,13 +335,16 @@ def served_at_search(
     # States before `last` are still live when the record after them is within grace.
     first = last
     search.fetch([last, last + 1])
-    while first > 1:
-        after = search.when(first)
-        if after is None or after + grace <= when:
-            break
-        first -= 1
-        if first not in search.known:
-            search.fetch(range(max(1, first - 3), first + 1))
+    next_when = search.when(last)  # the time of the record after the candidate below
+    candidate = last - 1
+    while candidate >= 1 and next_when is not None and next_when + grace > when:
+        if candidate not in search.known and candidate not in search.missing:
+            search.fetch(range(max(1, candidate - 3), candidate + 1))
+        superseded = {s.generation for r in search.known.values() for s in r.supersedes}
+        if candidate in search.known and candidate not in superseded:
+            first = candidate  # a missing or superseded record is stepped over
+            next_when = search.when(candidate)
+        candidate -= 1
     known = _without_superseded(search.known)
     window = [known[g] for g in range(first, last + 2) if g in known]
     return served_at(window, when, grace)
