@@ -121,3 +121,14 @@ def test_list_name_shows_the_newest_versions_by_default(registry: Registry) -> N
     assert len(shown) == 25, "--all shows every version"
     text = runner.invoke(cli, ["--registry", registry.uri, "list", "m"]).output
     assert "the newest 20 of 25 versions" in text, text
+
+
+def test_a_higher_major_written_around_the_head_is_seen(registry: Registry) -> None:
+    for i in range(3):
+        registry.push("m", {"w": i}, bump="minor" if i else None)
+    # Copied in by hand (not through a push, so the head was not raised).
+    source = registry.store.get("m/versions/1.2.0.json")
+    assert source is not None
+    registry.store.put("m/versions/10.0.0.json", source.data.replace(b"1.2.0", b"10.0.0"))
+    assert str(registry.resolve("m")) == "m:10.0.0", "a MAJOR above the head wins"
+    assert registry.push("m", {"w": "x"}, bump="minor").version == "10.1.0"

@@ -2,9 +2,10 @@
 
 ``{model}/index/latest.json`` names the highest version a pusher has claimed; pushers raise
 it before committing a manifest above it, so every committed version is at or below it. A
-reader trusts it only when the manifest it names exists and none of that version's three
-successors (the next patch, minor and major: what any bump creates) does, read in one
-parallel round; otherwise it lists the versions. A stale or broken head costs a listing,
+reader trusts it only when the manifest it names exists, none of that version's three
+successors (the next patch, minor and major: what any bump creates) does, and no manifest
+has a higher MAJOR (a skip scan, one tiny listing per MAJOR), all read in one parallel
+round; otherwise it lists the versions. A stale or broken head costs a listing,
 never a wrong answer (docs/design.md, "Scale: indexes and hints").
 """
 
@@ -25,7 +26,7 @@ from .._errors import (
 )
 from .._refs import bump_version, parse_version, version_sort_key
 from .._stores import CREATE, IfMatch, Store
-from ..layout import manifest_key, version_head_key
+from ..layout import manifest_key, version_head_key, versions_prefix
 from ._manifests import SKIPPED, list_versions, parse_manifest
 
 __all__ = ["Head", "claim_head", "manifest_exists", "read_head"]
@@ -69,6 +70,33 @@ def manifest_exists(store: Store, name: str, version: str) -> bool:
     return True
 
 
+_MAX_MAJORS = 32
+
+
+def _majors(store: Store, name: str) -> int | None:
+    """The highest MAJOR any manifest key has (``None``: too many to tell cheaply).
+
+    A skip scan: one one-key listing per distinct MAJOR, each starting after every key of
+    the MAJOR found before (``versions/{M}.~`` sorts after all of them), so a registry with
+    a few MAJORs answers in a few tiny requests whatever its number of versions.
+    """
+    prefix = versions_prefix(name)
+    after: str | None = None
+    highest = -1
+    for _ in range(_MAX_MAJORS):
+        found = list(store.list(prefix, start_after=after, limit=1))
+        if not found:
+            return highest if highest >= 0 else None
+        key = found[0].key
+        major = key[len(prefix) :].split(".", 1)[0]
+        if not major.isdigit():
+            after = key  # a stray object: step over it
+            continue
+        highest = max(highest, int(major))
+        after = f"{prefix}{major}.~"
+    return None
+
+
 def _successors(version: str) -> list[str]:
     found = []
     for step in ("patch", "minor", "major"):
@@ -98,11 +126,14 @@ def read_head(store: Store, name: str) -> Head:
     claimed = _parse(obj.data) if obj is not None else None
     etag = obj.etag if obj is not None else None
     if claimed is not None:
-        with ThreadPoolExecutor(4) as pool:
+        with ThreadPoolExecutor(5) as pool:
             loaded = pool.submit(_load, store, name, claimed)
+            majors = pool.submit(_majors, store, name)
             later = list(pool.map(lambda v: manifest_exists(store, name, v), _successors(claimed)))
             exists, manifest = loaded.result()
-        if exists and not any(later):
+            top = majors.result()
+        above = top is None or top > version_sort_key(claimed)[0]
+        if exists and not any(later) and not above:
             return Head(latest=claimed, manifest=manifest, claimed=claimed, etag=etag)
     # Missing, unreadable, ahead of the commits, or behind them: the listing decides.
     versions = list_versions(store, name)
