@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 import secrets
 import threading
@@ -50,6 +51,8 @@ if TYPE_CHECKING:
     from starlette.responses import Response
 
 __all__ = ["ACTIONS", "Judge", "create_app"]
+
+logger = logging.getLogger("modelshelf.ui")
 
 Judge = Callable[["Registry", str], Mapping[str, Any]]
 """Given the app's (read-cached) registry and a model, what the promoter would decide now: a
@@ -312,8 +315,8 @@ def create_app(
             for name in registry.models():
                 if registry.aliases(name).canary is not None:
                     canary_context(name)
-        except ModelshelfError:
-            pass  # the pages report it when asked
+        except Exception:  # best effort: a page that needs it reads again and reports errors
+            logger.debug("modelshelf ui warm-up stopped", exc_info=True)
 
     threading.Thread(target=warm_up_pages, name="modelshelf-ui-warm-up", daemon=True).start()
 
