@@ -271,7 +271,12 @@ def create_app(
             timeline=timeline,
             # To the minute, so that an unchanged timeline is not rendered again.
             chart=svgs.render(
-                timeline_spec(name, timeline, clock().replace(second=0, microsecond=0))
+                timeline_spec(
+                    name,
+                    timeline,
+                    clock().replace(second=0, microsecond=0),
+                    read_decisions(registry.store, name, last=500)[0],
+                )
             ),
         )
 

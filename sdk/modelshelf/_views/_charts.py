@@ -101,8 +101,11 @@ def versions_spec(comparison: Comparison) -> dict[str, Any] | None:
     }
 
 
-def timeline_spec(model: str, timeline: Timeline, now: datetime) -> dict[str, Any] | None:
-    """Which version was active / canary when, with every alias change marked."""
+def timeline_spec(
+    model: str, timeline: Timeline, now: datetime, decisions: Sequence[DecisionView] = ()
+) -> dict[str, Any] | None:
+    """Which version was active / canary when, every alias change marked, and the promoter's
+    decisions (holds included) as ticks above the canary row."""
     if not timeline.events:
         return None
     bars = [
@@ -177,8 +180,55 @@ def timeline_spec(model: str, timeline: Timeline, now: datetime) -> dict[str, An
                     "tooltip": [{"field": "generation"}, {"field": "action"}, {"field": "who"}],
                 },
             },
+            *_decision_ticks(decisions, x),
         ],
+        # Versions and decisions each keep their own colours and legend.
+        "resolve": {"scale": {"color": "independent"}, "legend": {"color": "independent"}},
     }
+
+
+_DECISION_COLORS = {
+    "domain": ["hold", "advance", "promote", "rollback", "abort"],
+    "range": ["#9e9e9e", "#59a14f", "#2f6fb0", "#d62728", "#b07aa1"],
+}
+
+
+def _decision_ticks(decisions: Sequence[DecisionView], x: dict[str, Any]) -> list[dict[str, Any]]:
+    if not decisions:
+        return []
+    values = [
+        {
+            "when": _iso(d.when),
+            "role": "canary",
+            "decision": d.action,
+            "outcome": d.outcome,
+            "ratio": d.decision.ratio,
+        }
+        for d in decisions
+    ]
+    return [
+        {
+            "data": {"values": values},
+            "mark": {
+                "type": "tick",
+                "orient": "vertical",
+                "yOffset": -16,
+                "height": 8,
+                "thickness": 2,
+            },
+            "encoding": {
+                "y": {"field": "role", "type": "nominal", "sort": ["active", "canary"]},
+                "x": {"field": "when", **x},
+                "color": {
+                    "field": "decision",
+                    "type": "nominal",
+                    "scale": _DECISION_COLORS,
+                    "title": "promoter decided",
+                },
+                "tooltip": [{"field": "decision"}, {"field": "outcome"}, {"field": "ratio"}],
+            },
+        }
+    ]
 
 
 def _metric_layer(

@@ -68,7 +68,7 @@ def report_data(page: ModelPage) -> dict[str, Any]:
 def render_report(page: ModelPage) -> str:
     """The report's HTML for what :func:`~modelshelf._views._pages.collect_model` read."""
     versions_chart = versions_spec(page.comparison)
-    timeline_chart = timeline_spec(page.model, page.timeline, page.generated_at)
+    timeline_chart = timeline_spec(page.model, page.timeline, page.generated_at, page.decisions)
     canaries = []
     for series in page.canaries:
         spec = canary_spec(page.model, series, page.decisions)
