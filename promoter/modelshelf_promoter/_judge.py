@@ -35,6 +35,7 @@ work at the promotion step, where a 50% share gives the most information per err
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -334,16 +335,19 @@ def judge(
         (0.95, policy.latency_p95_ratio, active_report.p95_ms, canary_report.p95_ms),
         (0.99, policy.latency_p99_ratio, active_report.p99_ms, canary_report.p99_ms),
     ):
-        common = {
-            "quantile": q,
-            "tolerance": tolerance,
-            "min_samples": policy.latency_min_samples,
-            "active_value": value_a,
-            "canary_value": value_c,
-            "canary_share": CANARY_ALPHA_SHARE,
-            "floor_ms": policy.latency_floor_ms,
-        }
-        test = latency_test(active_hist, canary_hist, alpha=policy.latency_alpha, **common)  # type: ignore[arg-type]
+        check = functools.partial(
+            latency_test,
+            active_hist,
+            canary_hist,
+            quantile=q,
+            tolerance=tolerance,
+            min_samples=policy.latency_min_samples,
+            active_value=value_a,
+            canary_value=value_c,
+            canary_share=CANARY_ALPHA_SHARE,
+            floor_ms=policy.latency_floor_ms,
+        )
+        test = check(alpha=policy.latency_alpha)
         _, top, used = tail_log_e(strata, _label(q))
         if used:
             # Both must alarm: the bounds (exact for one distribution per arm) and the
@@ -357,7 +361,7 @@ def judge(
                 }
             )
         latency[q] = test
-        hold = latency_test(active_hist, canary_hist, alpha=HOLD_ALPHA, **common)  # type: ignore[arg-type]
+        hold = check(alpha=HOLD_ALPHA)
         if hold.alarm and not latency[q].alarm:
             held.append(hold)
         gates[q] = latency_gate(

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Iterable
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -33,7 +32,6 @@ __all__ = [
     "ServerReport",
     "ServerTotals",
     "check_servers",
-    "excluded",
     "share_outlier",
 ]
 
@@ -144,8 +142,3 @@ def check_servers(totals: dict[str, ServerTotals]) -> list[ServerReport]:
             )
         )
     return reports
-
-
-def excluded(reports: Iterable[ServerReport]) -> list[str]:
-    """Ids of the servers left out."""
-    return [r.server_id for r in reports if r.excluded]
