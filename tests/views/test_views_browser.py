@@ -7,7 +7,6 @@ Every page must render with no console error and make no request outside 127.0.0
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import threading
 import time
@@ -85,7 +84,10 @@ def _page(browser: Any) -> tuple[Any, Watched]:
 
 def _shot(page: Any, name: str) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+    path = ARTIFACTS / f"{name}.png"
+    path.unlink(missing_ok=True)
+    page.screenshot(path=str(path), full_page=True)
+    assert path.stat().st_size > 2_000, f"screenshot {path} is empty"
 
 
 @pytest.fixture(scope="module")
@@ -252,9 +254,3 @@ def test_a_promote_clicked_in_the_ui_lands_in_history_with_its_reason(
     assert reg.aliases(MODEL).active == "1.2.0"
     assert watched.errors == [] and watched.outside() == []
     page.close()
-
-
-def test_artifacts_are_written() -> None:
-    if not shutil.which(CHROMIUM) and not Path(CHROMIUM).exists():
-        pytest.skip("no chromium")
-    assert (ARTIFACTS / "report.png").stat().st_size > 10_000
