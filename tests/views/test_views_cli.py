@@ -276,9 +276,7 @@ def test_the_report_in_s3_opens_in_a_browser_from_a_presigned_url(
     update_policy(reg.store, MODEL, update)
     (run,) = Promoter(reg, clock=lambda: started + timedelta(minutes=3)).run([MODEL])
     assert run.report_key is not None, run.report_error
-    head = backend.s3_client().head_object(
-        Bucket=backend.bucket, Key=f"registry/{run.report_key}"
-    )
+    head = backend.s3_client().head_object(Bucket=backend.bucket, Key=f"registry/{run.report_key}")
     assert head["ContentType"].startswith("text/html")
 
 

@@ -16,7 +16,7 @@ from .._card import ModelCard, ModelVersion, utcnow
 from .._errors import CorruptObjectError, InvalidCardError, ModelNotFoundError
 from .._refs import check_name, parse_ref
 from .._registry import Registry
-from .._versions import model_summaries
+from .._versions import model_summaries, newest_versions
 from ._app import (
     AppState,
     cli,
@@ -184,7 +184,10 @@ def list_command(
         return
 
     check_name(name)
-    versions = registry.versions(name)
+    # The default view comes from the version head's recent list when it checks out
+    # (docs/design.md, "Scale: indexes and hints"); otherwise, and for --all, a listing.
+    newest = None if show_all else newest_versions(registry.store, name, last)
+    versions = registry.versions(name) if newest is None else newest
     if not versions:
         raise ModelNotFoundError(f"model {name!r} has no versions in {registry.uri}")
     shown = versions if show_all else versions[-last:]
@@ -228,7 +231,9 @@ def list_command(
             str(len(m.files)),
         )
     state.console.print(table)
-    if len(shown) < len(versions):
+    if newest is not None and len(shown) == last:
+        state.console.print(f"the newest {last} versions; --last N or --all for more")
+    elif len(shown) < len(versions):
         state.console.print(
             f"the newest {len(shown)} of {len(versions)} versions; --last N or --all for more"
         )

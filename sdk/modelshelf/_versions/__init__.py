@@ -11,7 +11,7 @@ from ._catalog import ModelSummary, model_summaries
 from ._compare import Comparison, VersionDiff, compare_versions, diff_versions
 from ._fetch import Fetcher, joblib_entry
 from ._gc import GcPlan, parse_age, plan_gc, run_gc
-from ._head import Head, read_head
+from ._head import Head, newest_versions, read_head
 from ._manifests import list_versions, read_manifest, read_manifest_json
 from ._push import Pusher
 from ._sources import JOBLIB_NAME, SourceFile, collect_source
@@ -34,6 +34,7 @@ __all__ = [
     "joblib_entry",
     "list_versions",
     "model_summaries",
+    "newest_versions",
     "parse_age",
     "plan_gc",
     "read_head",

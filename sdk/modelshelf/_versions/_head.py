@@ -12,6 +12,7 @@ never a wrong answer (docs/design.md, "Scale: indexes and hints").
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -29,7 +30,7 @@ from .._stores import CREATE, IfMatch, Store
 from ..layout import manifest_key, version_head_key, versions_prefix
 from ._manifests import SKIPPED, list_versions, parse_manifest
 
-__all__ = ["Head", "claim_head", "manifest_exists", "read_head"]
+__all__ = ["Head", "claim_head", "manifest_exists", "newest_versions", "read_head"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,12 @@ class Head:
     """What the head object says (above ``latest`` while a push is in flight)."""
     etag: str | None
     """The head object's etag; ``None`` when it does not exist."""
+    recent: tuple[str, ...] = ()
+    """The newest versions known (up to 50, newest first): claimed ones when trusted."""
+    stored: tuple[str, ...] = ()
+    """The recent versions the head object holds."""
+    trusted: bool = False
+    """Whether the head checked out (else ``latest`` and ``recent`` come from a listing)."""
 
 
 def _load(store: Store, name: str, version: str) -> tuple[bool, ModelVersion | None]:
@@ -107,14 +114,27 @@ def _successors(version: str) -> list[str]:
     return found
 
 
-def _parse(data: bytes) -> str | None:
+_RECENT = 50
+
+
+def _parse(data: bytes) -> tuple[str | None, tuple[str, ...]]:
+    """The head's version and its recent versions (newest first); nothing when unreadable."""
     try:
         value = json.loads(data)
         version = value["version"] if isinstance(value, dict) else None
         parse_version(version)
+        recent = value.get("recent", [])
+        if not isinstance(recent, list):
+            raise TypeError("recent is not a list")
+        for item in recent:
+            parse_version(item)
     except (ValueError, KeyError, TypeError, InvalidInputError):
-        return None
-    return str(version)
+        return None, ()
+    return str(version), tuple(str(v) for v in recent)
+
+
+def _top(versions: Iterable[str]) -> tuple[str, ...]:
+    return tuple(sorted(set(versions), key=version_sort_key, reverse=True)[:_RECENT])
 
 
 def read_head(store: Store, name: str) -> Head:
@@ -123,7 +143,7 @@ def read_head(store: Store, name: str) -> Head:
         obj = store.get(version_head_key(name))
     except KeyNotFoundError:
         obj = None
-    claimed = _parse(obj.data) if obj is not None else None
+    claimed, stored = _parse(obj.data) if obj is not None else (None, ())
     etag = obj.etag if obj is not None else None
     if claimed is not None:
         with ThreadPoolExecutor(5) as pool:
@@ -134,12 +154,32 @@ def read_head(store: Store, name: str) -> Head:
             top = majors.result()
         above = top is None or top > version_sort_key(claimed)[0]
         if exists and not any(later) and not above:
-            return Head(latest=claimed, manifest=manifest, claimed=claimed, etag=etag)
+            # A head written before it kept recent versions: list once to complete it.
+            recent = _top([*stored, claimed]) if stored else _top(list_versions(store, name))
+            return Head(claimed, manifest, claimed, etag, recent, stored, trusted=True)
     # Missing, unreadable, ahead of the commits, or behind them: the listing decides.
     versions = list_versions(store, name)
     latest = versions[-1] if versions else None
     manifest = _load(store, name, latest)[1] if latest else None
-    return Head(latest=latest, manifest=manifest, claimed=claimed, etag=etag)
+    return Head(latest, manifest, claimed, etag, _top(versions), stored, trusted=False)
+
+
+def newest_versions(store: Store, name: str, last: int) -> list[str] | None:
+    """The newest ``last`` committed versions, oldest first, from the head's recent list.
+
+    ``None`` when the head cannot answer (not trusted, too few recent versions, ``last``
+    above what it keeps): the caller lists the versions instead.
+    """
+    head = read_head(store, name)
+    if not head.trusted or not head.recent or last > _RECENT:
+        return None
+    candidates = list(head.recent)
+    with ThreadPoolExecutor(16) as pool:
+        committed = list(pool.map(lambda v: manifest_exists(store, name, v), candidates))
+    found = [v for v, ok in zip(candidates, committed, strict=True) if ok]
+    if len(found) < last and len(candidates) >= _RECENT:
+        return None  # claimed versions that never landed crowd out older ones: list
+    return found[:last][::-1]
 
 
 def claim_head(store: Store, name: str, head: Head, target: str) -> bool:
@@ -151,12 +191,12 @@ def claim_head(store: Store, name: str, head: Head, target: str) -> bool:
         head first, so the caller reads it again.
     """
     key = version_head_key(name)
-    wanted = target
-    if head.latest is not None and version_sort_key(head.latest) > version_sort_key(target):
-        wanted = head.latest  # a head found behind the commits is repaired on the way
-    if head.claimed is not None and version_sort_key(head.claimed) >= version_sort_key(wanted):
+    known = [v for v in (target, head.latest, head.claimed) if v is not None]
+    wanted = max(known, key=version_sort_key)  # never lowered; repaired when found behind
+    recent = _top([*head.recent, target])
+    if wanted == head.claimed and recent == head.stored:
         return True
-    body = canonical_json({"version": wanted})
+    body = canonical_json({"version": wanted, "recent": list(recent)})
     try:
         store.put(key, body, mode=CREATE if head.etag is None else IfMatch(head.etag))
     except PreconditionFailedError:
