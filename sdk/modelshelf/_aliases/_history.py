@@ -140,12 +140,17 @@ def read_history(store: Store, name: str, *, limit: int | None = None) -> list[H
     check_name(name)
     newest = newest_generation(store, name)
     first = 1 if limit is None else max(1, newest - limit + 1)
-    # Up to 64 records past the window may supersede ones inside it.
-    records = read_records(store, name, range(first, newest + 1))
-    if limit is not None and first > 1:
-        records = {**read_records(store, name, range(max(1, first - 64), first)), **records}
-        records = {g: r for g, r in _without_superseded(records).items() if g >= first}
-    return [r for g, r in sorted(_without_superseded(records).items())]
+    records = _without_superseded(read_records(store, name, range(first, newest + 1)))
+    # A record is superseded only by a later one (invariant 3), so the window down to the
+    # newest holds every record that could drop one of its own; when some were dropped (or
+    # are missing), read further back until the window holds `limit` records again.
+    while limit is not None and len(records) < limit and first > 1:
+        low = max(1, first - (limit - len(records)))
+        older = read_records(store, name, range(low, first))
+        records = _without_superseded({**older, **records})
+        first = low
+    kept = sorted(records.items())
+    return [r for _, r in (kept if limit is None else kept[-limit:])]
 
 
 def iter_history_newest_first(
