@@ -247,7 +247,8 @@ def status_command(app: AppState, name: str, as_json: bool) -> None:
             f"samples; needs {d.policy.latency_min_samples} each)"
         )
         console.print(Text(line))
-    console.print(Text(f"the promoter would {d.action}: {d.reason}"), style="bold")
+    why = d.reason.removeprefix(f"{d.action}: ")  # the judge's reasons start with the action
+    console.print(Text(f"the promoter would {d.action}: {why}"), style="bold")
 
 
 @cli.command("report")
