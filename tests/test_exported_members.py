@@ -14,7 +14,7 @@ EXPORTED = {
     "modelshelf": [
         "AccessDeniedError", "AliasNotSetError", "Aliases", "ApprovalGate", "ApprovalInfo",
         "ApprovalRequiredError", "CREATE", "CommitStateUnknownError",
-        "Comparison", "VersionDiff",
+        "Comparison", "DestinationExistsError", "VersionDiff",
         "ConfigurationError", "ConflictError", "CorruptObjectError", "FileEntry", "GcPlan",
         "HistoryRecord", "IfMatch",
         "IntegrityError", "InvalidAliasesError", "InvalidBundleError", "InvalidCardError",

@@ -203,7 +203,7 @@ def _policy_error(exc: ValidationError, source: str) -> InvalidPolicyError:
         if error["type"] == "extra_forbidden":
             known = ", ".join(sorted(PromotionPolicy.model_fields))
             hint = f"remove it; the fields are {known}"
-        problems.append(f"{field}: {error['msg']} ({hint})")
+        problems.append(f"{field}: {str(error['msg']).removeprefix('Value error, ')} ({hint})")
     return InvalidPolicyError(f"invalid promotion policy {source}: " + "; ".join(problems))
 
 

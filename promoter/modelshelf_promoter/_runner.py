@@ -30,9 +30,9 @@ abort      ``abort_canary`` as well (the canary ran out of time undecided)
 hold       nothing
 ========== ================================================================================
 
-The ``reason`` of every alias change is one line of compact JSON: the judge's action and
-reason, the ratio before and after, both arms' requests/errors/p99 and the error test's
-e-value, and the key of the decision record holding everything else.
+The ``reason`` of every alias change is one sentence (``promoter`` and the judge's reason);
+its ``details`` hold the action, the ratio before and after, both arms' requests/errors/p99,
+the error test's e-value, and the key of the decision record holding everything else.
 
 Overlapping runs
 ----------------
@@ -589,21 +589,30 @@ class Promoter:
         decision_key: str,
     ) -> Aliases:
         """Apply the decision only if the aliases are still what the judge looked at."""
-        reason = _reason(decision, decision_key)
+        reason = f"promoter {decision.reason}"
+        details = _details(decision, decision_key)
         expected = judged.generation
         if alias_action == "set_ratio":
             assert decision.next_ratio is not None
             return self.registry.set_ratio(
-                name, decision.next_ratio, reason=reason, expect_generation=expected
+                name,
+                decision.next_ratio,
+                reason=reason,
+                details=details,
+                expect_generation=expected,
             )
         if alias_action == "promote":
-            return self.registry.promote(name, reason=reason, expect_generation=expected)
-        return self.registry.abort_canary(name, reason=reason, expect_generation=expected)
+            return self.registry.promote(
+                name, reason=reason, details=details, expect_generation=expected
+            )
+        return self.registry.abort_canary(
+            name, reason=reason, details=details, expect_generation=expected
+        )
 
 
-def _reason(decision: Decision, decision_key: str) -> str:
-    """The alias history reason: one line of compact JSON with the key numbers."""
-    payload: dict[str, Any] = {
+def _details(decision: Decision, decision_key: str) -> dict[str, Any]:
+    """The alias history record's structured fields: the key numbers behind the reason."""
+    return {
         "by": "modelshelf-promoter",
         "action": decision.action,
         "why": decision.reason,
@@ -625,9 +634,6 @@ def _reason(decision: Decision, decision_key: str) -> str:
         "left_out": decision.excluded_servers,
         "decision": decision_key,
     }
-    return f"promoter {decision.action}: " + json.dumps(
-        payload, sort_keys=True, separators=(",", ":")
-    )
 
 
 def _log(result: ModelRun) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ._errors import InvalidCardError
+from ._errors import InvalidCardError, validation_message
 
 __all__ = [
     "FileEntry",
@@ -119,7 +119,7 @@ def card_from_input(card: ModelCard | dict[str, Any] | None) -> ModelCard:
         return ModelCard.model_validate(card)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'card'}: {err['msg']}"
+            f"{'.'.join(str(p) for p in err['loc']) or 'card'}: {validation_message(err)}"
             for err in exc.errors()
         )
         raise InvalidCardError(f"invalid model card: {problems}") from exc

@@ -25,7 +25,8 @@ listed in the README and never reused::
     ├── ConflictError (30)               someone else won; re-read and decide again
     │   ├── VersionExistsError (31)
     │   ├── PreconditionFailedError (32) a conditional write lost (412 / file exists / etag moved)
-    │   └── PromotionConflictError (33)  another promoter run changed the canary first
+    │   ├── PromotionConflictError (33)  another promoter run changed the canary first
+    │   └── DestinationExistsError (34)  a pull would replace a different local file
     ├── SchemaChangeError (40)           schema changed without a MAJOR bump
     ├── IntegrityError (50)              stored bytes do not match their sha256
     │   └── CorruptObjectError (51)      a stored manifest or history record that does not validate
@@ -47,6 +48,9 @@ second asks the caller to read the state again before deciding anything.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 __all__ = [
     "AccessDeniedError",
     "AliasNotSetError",
@@ -55,6 +59,7 @@ __all__ = [
     "ConfigurationError",
     "ConflictError",
     "CorruptObjectError",
+    "DestinationExistsError",
     "IntegrityError",
     "InvalidBundleError",
     "InvalidAliasesError",
@@ -84,7 +89,20 @@ __all__ = [
     "UntrustedVersionError",
     "VersionExistsError",
     "VersionNotFoundError",
+    "validation_message",
 ]
+
+# pydantic prefixes what a validator raised with the exception's kind; users need the text.
+_PYDANTIC_PREFIXES = ("Value error, ", "Assertion failed, ")
+
+
+def validation_message(error: Mapping[str, Any]) -> str:
+    """The message of one pydantic error (an item of ``ValidationError.errors()``), without
+    pydantic's ``Value error,`` prefix."""
+    message = str(error.get("msg", ""))
+    for prefix in _PYDANTIC_PREFIXES:
+        message = message.removeprefix(prefix)
+    return message
 
 
 class ModelshelfError(Exception):
@@ -223,6 +241,12 @@ class PromotionConflictError(ConflictError):
     """Another promoter run changed the canary before this one could."""
 
     exit_code = 33
+
+
+class DestinationExistsError(ConflictError):
+    """A pull would replace a local file holding other content (allow it with ``overwrite``)."""
+
+    exit_code = 34
 
 
 class SchemaChangeError(ModelshelfError):

@@ -8,7 +8,7 @@ It holds no workflow of its own: pushing lives in ``_versions/_push.py``, downlo
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -199,6 +199,7 @@ class Registry(AliasOperations, TrustOperations):
         change: Callable[[Aliases], dict[str, Any]],
         *,
         reason: str | None = None,
+        details: Mapping[str, Any] | None = None,
         expect_generation: int | None = None,
         allow_major: bool = False,
     ) -> HistoryRecord:
@@ -216,6 +217,7 @@ class Registry(AliasOperations, TrustOperations):
             action,
             self.guard_alias_change(name, change),
             reason=reason,
+            details=details,
             expect_generation=expect_generation,
             allow_major=allow_major,
         )
@@ -323,6 +325,7 @@ class Registry(AliasOperations, TrustOperations):
         progress: Progress | None = None,
         *,
         card: bool | None = None,
+        overwrite: bool = False,
     ) -> ModelVersion:
         """Download a version's files into ``dest`` (a folder, created if needed).
 
@@ -342,8 +345,13 @@ class Registry(AliasOperations, TrustOperations):
             progress: Called with byte counts.
             card: Write ``modelshelf-card.json`` even without a signature (``True``; the
                 folder stock ``model_signing sign`` signs), or never (``False``).
+            overwrite: Replace files in ``dest`` whose content differs from the version's;
+                by default such a file is refused before anything is downloaded. Files with
+                the same content are always kept (a pull can be repeated).
 
         Raises:
+            DestinationExistsError: ``dest`` holds a different file (or a folder) where a
+                file of the version goes, and ``overwrite`` is off; nothing was written.
             UntrustedVersionError: The policy requires a signature for pull and none is
                 trusted; nothing was downloaded.
             IntegrityError: A blob is corrupt, or the manifest names a path outside the
@@ -360,7 +368,7 @@ class Registry(AliasOperations, TrustOperations):
                 from ._trust import card_bytes
 
                 extras[CARD_PATH] = card_bytes(trusted.manifest_json)
-        self._fetcher().pull(manifest, Path(dest), progress, extras=extras)
+        self._fetcher().pull(manifest, Path(dest), progress, extras=extras, overwrite=overwrite)
         return manifest
 
     def load(

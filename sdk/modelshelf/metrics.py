@@ -62,7 +62,7 @@ from pydantic import (
 
 from . import layout as _layout
 from ._card import canonical_json, utcnow
-from ._errors import InvalidInputError
+from ._errors import InvalidInputError, validation_message
 from ._refs import check_name, parse_version
 
 __all__ = [
@@ -605,7 +605,7 @@ def summary_to_json(summary: MetricsSummary) -> bytes:
 def _describe(exc: ValidationError) -> str:
     first = exc.errors()[0]
     where = ".".join(str(part) for part in first["loc"]) or "object"
-    return f"{where}: {first['msg']}"
+    return f"{where}: {validation_message(first)}"
 
 
 def summary_from_json(data: bytes, source: str = "metrics object") -> MetricsSummary:

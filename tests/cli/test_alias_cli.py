@@ -175,8 +175,31 @@ def test_show_rejects_hand_edited_aliases(root: Path) -> None:
 
 
 def test_history_of_a_model_without_changes_says_so(root: Path) -> None:
-    result = run(root, "history", "nosuch")
+    result = run(root, "history", "iris")
     assert result.exit_code == 0 and "no alias changes" in result.stdout, (
         f"a model without history must say so: {result.output}"
     )
-    assert ok_json(root, "history", "nosuch")["history"] == [], "--json must give an empty list"
+    assert ok_json(root, "history", "iris")["history"] == [], "--json must give an empty list"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["history", "nosuch"],
+        ["history", "nosuch", "--json"],
+        ["alias", "show", "nosuch"],
+        ["alias", "show", "nosuch", "--json"],
+        ["served-at", "nosuch", "now"],
+        ["show", "nosuch"],
+    ],
+    ids=" ".join,
+)
+def test_reading_a_model_that_does_not_exist_exits_21_like_show(
+    root: Path, args: list[str]
+) -> None:
+    result = run(root, *args)
+    assert result.exit_code == 21, (
+        f"modelshelf {' '.join(args)} on a model never pushed must exit 21 (ModelNotFoundError) "
+        f"as show does, not {result.exit_code}: {result.output}"
+    )
+    assert not result.stdout and "'nosuch' has no versions" in result.stderr, result.output

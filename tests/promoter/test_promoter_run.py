@@ -361,7 +361,11 @@ def test_rollback_on_a_bad_canary(registry: Registry) -> None:
     last = registry.history(MODEL)[-1]
     assert last.action == "abort_canary" and last.reason is not None, f"history: {last}"
     assert last.reason.startswith("promoter rollback: "), f"reason: {last.reason}"
-    numbers = json.loads(last.reason.split(": ", 1)[1])
+    assert "{" not in last.reason and len(last.reason) < 300, (
+        f"the reason must be a short sentence, the numbers in details: {last.reason}"
+    )
+    numbers = last.details
+    assert numbers is not None, f"the record lacks the structured details: {last}"
     assert (numbers["canary"]["requests"], numbers["canary"]["errors"]) == (600, 180), (
         f"the reason lacks the numbers: {numbers}"
     )

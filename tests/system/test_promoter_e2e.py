@@ -11,7 +11,6 @@ steps), so the whole promotion takes seconds instead of hours.
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import threading
@@ -22,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from modelshelf import Registry
+from modelshelf import HistoryRecord, Registry
 from modelshelf._card import ModelVersion
 from modelshelf.serving import ModelServer
 from modelshelf_promoter import ModelRun, Promoter, update_policy
@@ -135,10 +134,12 @@ def _serve(
         stop.wait(0.05)
 
 
-def _reason(text: str | None) -> dict[str, Any]:
+def _reason(record: HistoryRecord) -> dict[str, Any]:
+    text = record.reason
     assert text is not None and text.startswith("promoter "), f"not a promoter reason: {text}"
-    data: dict[str, Any] = json.loads(text.split(": ", 1)[1])
-    return data
+    assert "{" not in text, f"the reason must be a sentence, its numbers in details: {text}"
+    assert record.details is not None, f"a promoter change without details: {record}"
+    return record.details
 
 
 def test_good_canary_is_promoted_and_bad_one_rolled_back(
@@ -167,7 +168,7 @@ def test_good_canary_is_promoted_and_bad_one_rolled_back(
         ("promote", 0.0),
     ], f"the good canary did not walk 5% -> 25% -> 50% -> promoted: {path}"
     for record in good[2:]:
-        reason = _reason(record.reason)
+        reason = _reason(record)
         assert reason["canary"]["requests"] >= 150, f"advanced on too few requests: {reason}"
         assert reason["action"] in ("advance", "promote"), f"{reason}"
         assert record.who == "release", f"alias change not attributed: {record.who}"
@@ -176,7 +177,7 @@ def test_good_canary_is_promoted_and_bad_one_rolled_back(
     bad = registry.history("bad")
     bad_path = [(r.action, r.state.ratio) for r in bad if r.generation > 2]
     assert bad_path == [("abort_canary", 0.0)], f"the bad canary was not rolled back: {bad_path}"
-    reason = _reason(bad[-1].reason)
+    reason = _reason(bad[-1])
     assert reason["action"] == "rollback", f"rollback reason: {reason}"
     assert reason["canary"]["errors"] / reason["canary"]["requests"] > 0.1, f"{reason}"
     assert registry.aliases("bad").active == ACTIVE, "a rolled-back canary touched active"

@@ -22,7 +22,8 @@ from datetime import UTC, datetime, timedelta
 
 from pydantic import ValidationError
 
-from .._errors import CorruptObjectError, InvalidAliasesError, KeyNotFoundError
+from .._card import utcnow
+from .._errors import CorruptObjectError, InvalidAliasesError, InvalidInputError, KeyNotFoundError
 from .._refs import check_name
 from .._stores import Store
 from ..layout import aliases_key, history_key, history_prefix
@@ -32,6 +33,7 @@ __all__ = [
     "find_active_change",
     "iter_history_newest_first",
     "newest_generation",
+    "parse_instant",
     "read_history",
     "read_records",
     "served_at",
@@ -214,8 +216,34 @@ def _follow(
     return record
 
 
+def parse_instant(when: datetime | str) -> datetime:
+    """An aware UTC instant from a datetime, an ISO 8601 string or ``"now"``.
+
+    Naive datetimes and strings without an offset are taken as UTC.
+
+    Raises:
+        InvalidInputError: A string that is neither ``now`` nor ISO 8601, or another type.
+    """
+    if isinstance(when, str):
+        text = when.strip()
+        if text.lower() == "now":
+            return utcnow()
+        try:
+            when = datetime.fromisoformat(text)
+        except ValueError:
+            raise InvalidInputError(
+                f"{when!r} is not a time: give ISO 8601 such as 2026-05-04T10:15:00Z "
+                "(no offset means UTC), or 'now'"
+            ) from None
+    if not isinstance(when, datetime):
+        raise InvalidInputError(
+            f"a time must be a datetime, an ISO 8601 string or 'now', not {type(when).__name__}"
+        )
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+
+
 def served_at(
-    records: list[HistoryRecord], when: datetime, grace: timedelta
+    records: list[HistoryRecord], when: datetime | str, grace: timedelta
 ) -> list[ServedVersion]:
     """Versions that could have served at ``when``, given consecutive records.
 
@@ -223,8 +251,7 @@ def served_at(
     (the fleet's poll interval plus load time: a server keeps the old state that long). The
     last record of ``records`` is taken as the newest (live until now).
     """
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
+    when = parse_instant(when)
     found: dict[tuple[str, str], ServedVersion] = {}
     for i, record in enumerate(records):
         start = record.when
@@ -324,12 +351,11 @@ def _last_at_or_before(search: _Search, when: datetime) -> int:
 
 
 def served_at_search(
-    store: Store, name: str, when: datetime, grace: timedelta
+    store: Store, name: str, when: datetime | str, grace: timedelta
 ) -> list[ServedVersion]:
     """:func:`served_at` over only the records around ``when``, found by searching."""
     check_name(name)
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
+    when = parse_instant(when)
     newest = newest_generation(store, name)
     if newest == 0:
         return []

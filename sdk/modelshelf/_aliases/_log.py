@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -31,6 +31,7 @@ from .._errors import (
     PreconditionFailedError,
     PromotionConflictError,
     StoreError,
+    validation_message,
 )
 from .._refs import check_name, version_sort_key
 from .._stores import CREATE, IfMatch, Store
@@ -106,6 +107,7 @@ def apply_change(
     *,
     user: str,
     reason: str | None,
+    details: Mapping[str, Any] | None = None,
     allow_major: bool = False,
     expect_generation: int | None = None,
 ) -> HistoryRecord:
@@ -120,7 +122,8 @@ def apply_change(
         action: Recorded as the history record's action.
         change: Computes the update from the current state.
         user: Recorded as who made the change.
-        reason: Recorded as why.
+        reason: Recorded as why (a sentence; also kept in ``aliases.json``).
+        details: Structured fields behind the reason, kept in the history record only.
         allow_major: Let canary and active differ in MAJOR version.
         expect_generation: Apply only if the aliases are still at this generation (what
             the caller looked at); otherwise raise ``PromotionConflictError`` and change
@@ -172,6 +175,7 @@ def apply_change(
             when=now,
             reason=reason,
             supersedes=skipped,
+            details=dict(details) if details is not None else None,
         )
         for superseded in skipped:
             _SKIPPED.warning(
@@ -246,7 +250,7 @@ def next_state(
         )
     except ValidationError as exc:
         raise InvalidAliasesError(
-            f"refused alias change on {name!r}: {exc.errors()[0]['msg']}"
+            f"refused alias change on {name!r}: {validation_message(exc.errors()[0])}"
         ) from exc
     if state.active is None:
         since = None

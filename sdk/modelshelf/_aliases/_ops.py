@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -13,6 +13,7 @@ from .._stores import Store
 from ._history import (
     find_active_change,
     iter_history_newest_first,
+    parse_instant,
     read_history,
     served_at_search,
 )
@@ -34,7 +35,8 @@ class AliasOperations:
     """Alias methods mixed into :class:`~modelshelf.Registry`.
 
     Every change goes through one linearizable update that first claims a history record;
-    each takes an optional ``reason`` that the record keeps, and an optional
+    each takes an optional ``reason`` (a sentence) and ``details`` (structured fields behind
+    it) that the record keeps, and an optional
     ``expect_generation``: the change applies only if the aliases are still at that
     generation (raising ``PromotionConflictError`` otherwise), so a caller that decided on
     what it read (the promoter, the UI) never acts on a state that has moved.
@@ -73,6 +75,7 @@ class AliasOperations:
         version: str,
         *,
         reason: str | None = None,
+        details: Mapping[str, Any] | None = None,
         expect_generation: int | None = None,
     ) -> Aliases:
         """Point ``active`` at ``version`` (a blue-green flip); any canary is dropped.
@@ -85,7 +88,7 @@ class AliasOperations:
         def change(current: Aliases) -> dict[str, Any]:
             return {"active": version, "canary": None, "ratio": 0.0, "canary_started_at": None}
 
-        return self._apply(name, "set_active", change, reason, expect_generation)
+        return self._apply(name, "set_active", change, reason, details, expect_generation)
 
     def start_canary(
         self,
@@ -94,6 +97,7 @@ class AliasOperations:
         ratio: float,
         *,
         reason: str | None = None,
+        details: Mapping[str, Any] | None = None,
         allow_major: bool = False,
         expect_generation: int | None = None,
     ) -> Aliases:
@@ -115,7 +119,13 @@ class AliasOperations:
             return {"canary": version, "ratio": share, "canary_started_at": utcnow()}
 
         return self._apply(
-            name, "start_canary", change, reason, expect_generation, allow_major=allow_major
+            name,
+            "start_canary",
+            change,
+            reason,
+            details,
+            expect_generation,
+            allow_major=allow_major,
         )
 
     def set_ratio(
@@ -124,6 +134,7 @@ class AliasOperations:
         ratio: float,
         *,
         reason: str | None = None,
+        details: Mapping[str, Any] | None = None,
         expect_generation: int | None = None,
     ) -> Aliases:
         """Change the canary's share of traffic.
@@ -138,10 +149,17 @@ class AliasOperations:
                 raise InvalidAliasesError(f"cannot set a ratio: {name!r} has no canary")
             return {"ratio": share}
 
-        return self._apply(name, "set_ratio", change, reason, expect_generation, allow_major=True)
+        return self._apply(
+            name, "set_ratio", change, reason, details, expect_generation, allow_major=True
+        )
 
     def promote(
-        self, name: str, *, reason: str | None = None, expect_generation: int | None = None
+        self,
+        name: str,
+        *,
+        reason: str | None = None,
+        details: Mapping[str, Any] | None = None,
+        expect_generation: int | None = None,
     ) -> Aliases:
         """Make the canary the active version (ratio back to 0).
 
@@ -159,10 +177,17 @@ class AliasOperations:
                 "canary_started_at": None,
             }
 
-        return self._apply(name, "promote", change, reason, expect_generation, allow_major=True)
+        return self._apply(
+            name, "promote", change, reason, details, expect_generation, allow_major=True
+        )
 
     def abort_canary(
-        self, name: str, *, reason: str | None = None, expect_generation: int | None = None
+        self,
+        name: str,
+        *,
+        reason: str | None = None,
+        details: Mapping[str, Any] | None = None,
+        expect_generation: int | None = None,
     ) -> Aliases:
         """Stop the canary; all traffic returns to the active version.
 
@@ -175,10 +200,15 @@ class AliasOperations:
                 raise InvalidAliasesError(f"cannot abort: {name!r} has no canary")
             return {"canary": None, "ratio": 0.0, "canary_started_at": None}
 
-        return self._apply(name, "abort_canary", change, reason, expect_generation)
+        return self._apply(name, "abort_canary", change, reason, details, expect_generation)
 
     def rollback(
-        self, name: str, *, reason: str | None = None, expect_generation: int | None = None
+        self,
+        name: str,
+        *,
+        reason: str | None = None,
+        details: Mapping[str, Any] | None = None,
+        expect_generation: int | None = None,
     ) -> Aliases:
         """Return ``active`` to the version that was active before it, in one call.
 
@@ -197,20 +227,27 @@ class AliasOperations:
                 )
             return {"active": before, "canary": None, "ratio": 0.0, "canary_started_at": None}
 
-        return self._apply(name, "rollback", change, reason, expect_generation, allow_major=True)
+        return self._apply(
+            name, "rollback", change, reason, details, expect_generation, allow_major=True
+        )
 
     def served_at(
-        self, name: str, when: datetime, *, grace: timedelta = timedelta(seconds=60)
+        self, name: str, when: datetime | str, *, grace: timedelta = timedelta(seconds=60)
     ) -> list[ServedVersion]:
         """Which versions could have served a prediction at ``when``.
 
         Args:
             name: The model.
-            when: The instant (naive means UTC).
+            when: The instant: a datetime, an ISO 8601 string such as
+                ``"2026-05-04T10:15:00Z"``, or ``"now"`` (naive or offset-less means UTC).
             grace: How long a server may keep serving a replaced state (poll interval plus
                 load time); the default suits the serving client's defaults.
+
+        Raises:
+            InvalidInputError: ``when`` is neither a datetime, ISO 8601 nor ``"now"``.
         """
-        return served_at_search(self.store, check_name(name), when, grace)
+        instant = parse_instant(when)  # bad input is refused before the history is read
+        return served_at_search(self.store, check_name(name), instant, grace)
 
     def resolve_alias(self, name: str, alias: str) -> str:
         """The version ``alias`` (``active`` or ``canary``) of ``name`` points at.
@@ -227,6 +264,7 @@ class AliasOperations:
         change: Callable[[Aliases], dict[str, Any]],
         *,
         reason: str | None = None,
+        details: Mapping[str, Any] | None = None,
         expect_generation: int | None = None,
         allow_major: bool = False,
     ) -> HistoryRecord:
@@ -243,6 +281,7 @@ class AliasOperations:
             change,
             user=self.user,
             reason=reason,
+            details=details,
             allow_major=allow_major,
             expect_generation=expect_generation,
         )
@@ -253,6 +292,7 @@ class AliasOperations:
         action: AliasAction,
         change: Callable[[Aliases], dict[str, Any]],
         reason: str | None,
+        details: Mapping[str, Any] | None,
         expect_generation: int | None,
         *,
         allow_major: bool = False,
@@ -262,6 +302,7 @@ class AliasOperations:
             action,
             change,
             reason=reason,
+            details=details,
             expect_generation=expect_generation,
             allow_major=allow_major,
         )

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .._card import canonical_json
-from .._errors import InvalidAliasesError, InvalidVersionError
+from .._errors import InvalidAliasesError, InvalidVersionError, validation_message
 from .._refs import parse_version
 
 __all__ = [
@@ -94,7 +94,7 @@ def parse_aliases(data: bytes, source: str = "aliases.json") -> Aliases:
         return Aliases.model_validate_json(data)
     except ValidationError as exc:
         raise InvalidAliasesError(
-            f"invalid aliases object {source}: {exc.errors()[0]['msg']}"
+            f"invalid aliases object {source}: {validation_message(exc.errors()[0])}"
         ) from exc
 
 
@@ -123,12 +123,18 @@ class HistoryRecord(BaseModel):
     who: str
     when: datetime
     reason: str | None = None
+    # Structured fields behind the reason (the promoter's numbers): the reason stays a
+    # sentence a person reads, these stay data a program reads. Left out when unset.
+    details: dict[str, Any] | None = None
     txn: str = Field(default_factory=lambda: uuid.uuid4().hex)
     supersedes: list[SupersededRecord] = Field(default_factory=list)
 
     def to_json(self) -> bytes:
-        """Canonical bytes (sorted keys)."""
-        return canonical_json(self.model_dump(mode="json"))
+        """Canonical bytes (sorted keys); ``details`` only when set."""
+        data = self.model_dump(mode="json")
+        if data.get("details") is None:
+            data.pop("details", None)
+        return canonical_json(data)
 
 
 class ServedVersion(BaseModel):

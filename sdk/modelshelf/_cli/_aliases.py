@@ -7,17 +7,20 @@ history with ``--reason``; the readers take ``--json``.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import click
 from rich.table import Table
+from rich.text import Text
 
-from .._aliases import Aliases, HistoryRecord, read_aliases
-from .._errors import InvalidAliasesError, KeyNotFoundError
+from .._aliases import Aliases, HistoryRecord, parse_instant, read_aliases
+from .._errors import InvalidAliasesError, InvalidInputError, KeyNotFoundError, ModelNotFoundError
+from .._refs import check_name
 from .._registry import Registry
 from ..layout import manifest_key
 from ._app import AppState, cli, emit_json, format_time, json_option, pass_state
+from ._reasons import split_reason
 
 __all__ = [
     "alias_group",
@@ -38,9 +41,17 @@ def _state_json(state: Aliases) -> dict[str, Any]:
     return data
 
 
+def _require_model(registry: Registry, name: str) -> None:
+    """Exit like ``show`` (21) for a model that was never pushed, instead of printing nothing."""
+    if not registry.versions(name):
+        raise ModelNotFoundError(f"model {name!r} has no versions in {registry.uri}")
+
+
 def _checked_aliases(registry: Registry, name: str) -> Aliases:
     """The stored aliases, refusing an object that names versions that are not committed."""
-    state, _ = read_aliases(registry.store, name)
+    state, _ = read_aliases(registry.store, check_name(name))
+    if state.generation == 0:
+        _require_model(registry, name)
     for role in ("active", "canary"):
         version = getattr(state, role)
         if version is None:
@@ -70,7 +81,10 @@ def _print_state(state_obj: AppState, name: str, state: Aliases) -> None:
     when = format_time(state.updated_at) if state.updated_at else "-"
     console.print(f"  updated {when} by {state.updated_by or '-'}")
     if state.reason:
-        console.print(f"  reason  {state.reason}")
+        summary, details = split_reason(state.reason, None)
+        console.print(f"  reason  {summary}")
+        for key, value in details:
+            console.print(f"          {key}: {value}")
 
 
 def _report_change(app: AppState, name: str, action: str, state: Aliases, as_json: bool) -> None:
@@ -247,6 +261,8 @@ def _record_json(record: HistoryRecord) -> dict[str, Any]:
 def history_command(app: AppState, name: str, limit: int | None, as_json: bool) -> None:
     """Every alias change of a model, oldest first: who, when, why, what."""
     records = app.registry.history(name, limit=limit)
+    if not records:
+        _require_model(app.registry, name)
     if as_json:
         emit_json({"model": name, "history": [_record_json(r) for r in records]})
         return
@@ -254,10 +270,16 @@ def history_command(app: AppState, name: str, limit: int | None, as_json: bool) 
         app.console.print(f"{name}: no alias changes recorded")
         return
     table = Table(box=None, pad_edge=False)
-    for column in ("gen", "when", "who", "action", "active", "canary", "ratio", "reason"):
-        table.add_column(column, no_wrap=column not in ("reason", "who"))
+    for column in ("gen", "when", "who", "action", "active", "canary", "ratio"):
+        table.add_column(column, no_wrap=column != "who")
+    # The reason gets the room that is left, but never less than a readable width.
+    table.add_column("reason", min_width=30, overflow="fold")
     for record in records:
         state = record.state
+        summary, details = split_reason(record.reason, record.details)
+        shown = Text(summary)
+        for key, value in details:
+            shown.append(f"\n  {key}: {value}", style="dim")
         table.add_row(
             str(record.generation),
             format_time(record.when),
@@ -266,20 +288,9 @@ def history_command(app: AppState, name: str, limit: int | None, as_json: bool) 
             state.active or "-",
             state.canary or "-",
             f"{state.ratio:.4g}" if state.canary else "-",
-            record.reason or "",
+            shown,
         )
     app.console.print(table)
-
-
-def _parse_time(value: str) -> datetime:
-    text = value.strip()
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
-        raise click.BadParameter(
-            f"{value!r} is not an ISO 8601 time; e.g. 2024-05-01T12:30:00Z"
-        ) from None
-    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
 @cli.command("served-at")
@@ -295,12 +306,15 @@ def _parse_time(value: str) -> datetime:
 @json_option
 @pass_state
 def served_at_command(app: AppState, name: str, time: str, grace: float, as_json: bool) -> None:
-    """Which versions could have served a prediction at TIME (ISO 8601; naive is UTC)."""
+    """Which versions could have served a prediction at TIME.
+
+    TIME is ISO 8601 (2026-05-04T10:15:00Z; without an offset it is UTC) or 'now'.
+    """
     try:
-        when = _parse_time(time)
-    except click.BadParameter as exc:
-        exc.param_hint = "'TIME'"
-        raise
+        when = parse_instant(time)
+    except InvalidInputError as exc:
+        raise click.BadParameter(str(exc), param_hint="'TIME'") from None
+    _require_model(app.registry, name)
     served = app.registry.served_at(name, when, grace=timedelta(seconds=grace))
     if as_json:
         emit_json(

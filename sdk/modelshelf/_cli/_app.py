@@ -35,6 +35,10 @@ Rules every command follows:
   callback for the registry (or ``None`` when stdout or stderr is not a terminal).
 - **The registry** comes from ``state.registry``: ``--registry``, else ``MODELSHELF_REGISTRY``,
   else ``./.modelshelf``, opened lazily so commands that need no store never create one.
+- **User data is printed literally.** Every console made here (:func:`make_console`) has rich
+  markup and emoji codes turned off, so a card field such as ``[team]``, a file named
+  ``weights[v2].joblib`` or a user ``ci[/bot]`` prints as it is. Styling is given as ``style=``
+  or :class:`rich.text.Text` spans, never as markup in a string.
 """
 
 from __future__ import annotations
@@ -55,10 +59,12 @@ from rich.progress import (
     BarColumn,
     DownloadColumn,
     Progress,
+    ProgressColumn,
+    Task,
     TextColumn,
     TimeRemainingColumn,
-    TransferSpeedColumn,
 )
+from rich.text import Text
 
 from .. import __version__
 from .._errors import ModelshelfError
@@ -72,7 +78,9 @@ __all__ = [
     "format_time",
     "human_size",
     "json_option",
+    "make_console",
     "pass_state",
+    "plural",
     "transfer_progress",
 ]
 
@@ -98,7 +106,29 @@ class AppState:
     def console(self) -> Console:
         """Human output on stdout (rich decides colour and width from the terminal)."""
         # Made per call so a redirected sys.stdout (tests, pipes) is honoured.
-        return Console(highlight=False, soft_wrap=not sys.stdout.isatty())
+        return make_console()
+
+
+_PIPE_WIDTH = 10_000
+"""Columns when stdout is no terminal: tables keep their natural width, nothing is cut."""
+
+
+def make_console(*, stderr: bool = False) -> Console:
+    """A console that prints user data literally: no markup, no emoji codes, no highlighting.
+
+    On a terminal rich fits the output to its width; in a pipe or a file nothing is wrapped
+    or cut (rich would otherwise assume 80 columns and squeeze or truncate table cells).
+    """
+    stream = sys.stderr if stderr else sys.stdout
+    tty = stream.isatty()
+    return Console(
+        file=stream,
+        markup=False,
+        emoji=False,
+        highlight=False,
+        soft_wrap=not tty,
+        width=None if tty else _PIPE_WIDTH,
+    )
 
 
 pass_state = click.make_pass_decorator(AppState)
@@ -118,6 +148,11 @@ def json_option(func: F) -> F:
 def emit_json(data: Any) -> None:
     """Print ``data`` as JSON with sorted keys: the stable output of ``--json``."""
     click.echo(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False, default=str))
+
+
+def plural(count: int, word: str, words: str | None = None) -> str:
+    """``1 file``, ``2 files``; ``words`` for an irregular plural."""
+    return f"{count} {word if count == 1 else (words or word + 's')}"
 
 
 def human_size(size: int) -> str:
@@ -153,15 +188,25 @@ def transfer_progress(
         yield None
         return
     columns = (
-        TextColumn("[progress.description]{task.description}"),
+        TextColumn("{task.description}", markup=False),
         BarColumn(),
         DownloadColumn(binary_units=True),
-        TransferSpeedColumn(),
+        _BinarySpeedColumn(),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+    with Progress(*columns, console=make_console(stderr=True), transient=True) as bar:
         task = bar.add_task(description, total=total)
         yield lambda n: bar.advance(task, n)
+
+
+class _BinarySpeedColumn(ProgressColumn):
+    """Transfer speed in the same binary units as the byte counts beside it (MiB/s)."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        if speed is None:
+            return Text("?", style="progress.data.speed")
+        return Text(f"{human_size(int(speed))}/s", style="progress.data.speed")
 
 
 class ModelshelfGroup(click.Group):

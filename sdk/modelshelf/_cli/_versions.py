@@ -25,15 +25,12 @@ from ._app import (
     human_size,
     json_option,
     pass_state,
+    plural,
     transfer_progress,
 )
 from ._trust import approval_rows, key_password_option, signature_rows
 
 __all__ = ["card", "list_command", "pull", "push", "show", "verify"]
-
-
-def _plural(count: int, word: str) -> str:
-    return f"{count} {word}{'' if count == 1 else 's'}"
 
 
 def _read_card_file(path: str) -> dict[str, Any]:
@@ -81,7 +78,8 @@ def _files_json(version: ModelVersion) -> list[dict[str, Any]]:
 @click.option(
     "--bump",
     type=click.Choice(["major", "minor", "patch"]),
-    help="Take the next version above the highest one (default: 1.0.0, then minor).",
+    help="Take the next version above the highest one; a model's first version is 1.0.0 "
+    "whatever the bump (default: 1.0.0, then minor).",
 )
 @click.option("--card", "card_file", metavar="FILE", help="The model card, a JSON file.")
 @click.option(
@@ -111,8 +109,11 @@ def push(
 ) -> None:
     """Push the file or folder PATH as a new version of NAME.
 
-    Versions are immutable: an explicit --version that is taken fails (exit 31) unless
-    the same files and card were pushed there, which returns that version.
+    The first version of a model is 1.0.0 (whatever --bump says), later ones bump MINOR;
+    --version gives one explicitly. A card that states "version" asks for exactly that
+    version, and its "name" must be NAME (drop both fields to let the registry fill them in).
+    Versions are immutable: an explicit version that is taken fails (exit 31) unless the
+    same files and card were pushed there, which returns that version.
     """
     check_name(name)
     card = _read_card_file(card_file) if card_file else None
@@ -137,7 +138,9 @@ def push(
             extra["signatures"] = signature_rows(state.registry.signatures(pushed.ref))
         emit_json({**pushed.model_dump(mode="json"), **extra})
         return
-    summary = f"{_plural(len(pushed.files), 'file')}, {human_size(pushed.size)}"
+    summary = f"{plural(len(pushed.files), 'file')}, {human_size(pushed.size)}"
+    if version is None and bump is None and card and card.get("version") is not None:
+        summary += ', the version from the card\'s "version" field'
     if created:
         state.console.print(f"pushed {pushed.ref} ({summary}) to {state.registry.uri}")
     if sign_key is not None:
@@ -269,8 +272,9 @@ def _compact(value: Any) -> str:
 def show(state: AppState, ref: str, as_json: bool) -> None:
     """Show a version's card, files, signatures and approvals.
 
-    REF is NAME (the latest version), NAME:latest or NAME:MAJOR.MINOR.PATCH. Signatures and
-    approvals are checked against the trust policy in force.
+    REF is NAME or NAME:latest (the highest version), NAME:MAJOR.MINOR.PATCH, or
+    NAME@active / NAME@canary (the version the alias points at). Signatures and approvals
+    are checked against the trust policy in force.
     """
     registry = state.registry
     manifest = _readable_manifest(registry, ref)
@@ -287,15 +291,20 @@ def show(state: AppState, ref: str, as_json: bool) -> None:
         return
     console = state.console
     card = manifest.card
-    console.print(f"[bold]{manifest.ref}[/bold]")
+    console.print(manifest.ref, style="bold")
     rows: list[tuple[str, str]] = [
-        ("created", f"{format_time(manifest.created_at)} by {manifest.created_by}"),
-        ("size", f"{human_size(manifest.size)} in {_plural(len(manifest.files), 'file')}"),
+        ("pushed", f"{format_time(manifest.created_at)} by {manifest.created_by}"),
+        ("size", f"{human_size(manifest.size)} in {plural(len(manifest.files), 'file')}"),
     ]
     if manifest.schema_change_allowed:
         rows.append(("schema change", "allowed without a MAJOR bump"))
     fixed = ("description", "author", "framework", "algorithm", "loader")
     rows += [(key, str(getattr(card, key))) for key in fixed if getattr(card, key)]
+    rows += [
+        (key, format_time(getattr(card, key)))
+        for key in ("created_at", "updated_at")
+        if getattr(card, key) is not None
+    ]
     if card.hyperparameters:
         rows.append(("hyperparameters", _compact(card.hyperparameters)))
     for key in ("training_data", "performance"):
@@ -354,20 +363,28 @@ def show(state: AppState, ref: str, as_json: bool) -> None:
     help="Write modelshelf-card.json beside the files (default: when a trusted signature "
     "is written as model.sig).",
 )
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Replace files in DIR that differ from the version's (refused by default).",
+)
 @json_option
 @pass_state
-def pull(state: AppState, ref: str, dest: str | None, card: bool | None, as_json: bool) -> None:
+def pull(
+    state: AppState, ref: str, dest: str | None, card: bool | None, force: bool, as_json: bool
+) -> None:
     """Download a version's files, verified.
 
-    Every file is checked against its sha256 before it is placed in DIR. A version signed
-    by a trusted key gets its signature as model.sig and its card as modelshelf-card.json,
-    which stock 'model_signing verify key DIR' checks.
+    Every file is checked against its sha256 before it is placed in DIR. A file already in
+    DIR with the same content is kept; one with other content is refused (exit 34) unless
+    --force is given. A version signed by a trusted key gets its signature as model.sig and
+    its card as modelshelf-card.json, which stock 'model_signing verify key DIR' checks.
     """
     registry = state.registry
     manifest = registry.get(ref)
     target = Path(dest) if dest else Path(f"{manifest.name}-{manifest.version}")
     with transfer_progress(f"pull {manifest.ref}", manifest.size) as progress:
-        registry.pull(manifest.ref, target, progress=progress, card=card)
+        registry.pull(manifest.ref, target, progress=progress, card=card, overwrite=force)
     if as_json:
         emit_json(
             {
@@ -381,7 +398,7 @@ def pull(state: AppState, ref: str, dest: str | None, card: bool | None, as_json
         return
     state.console.print(
         f"pulled {manifest.ref} into {target} "
-        f"({_plural(len(manifest.files), 'file')}, {human_size(manifest.size)})"
+        f"({plural(len(manifest.files), 'file')}, {human_size(manifest.size)})"
     )
 
 
@@ -410,7 +427,7 @@ def verify(state: AppState, ref: str, as_json: bool) -> None:
         )
         return
     state.console.print(
-        f"ok {manifest.ref}: {_plural(len(manifest.files), 'file')}, "
+        f"ok {manifest.ref}: {plural(len(manifest.files), 'file')}, "
         f"{human_size(manifest.size)} match their sha256"
     )
 

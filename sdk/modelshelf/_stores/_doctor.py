@@ -14,7 +14,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .._errors import KeyNotFoundError, ModelshelfError, PreconditionFailedError
+from .._errors import (
+    AccessDeniedError,
+    ConfigurationError,
+    KeyNotFoundError,
+    ModelshelfError,
+    PreconditionFailedError,
+)
 from ..layout import DOCTOR_PREFIX
 from ._protocol import CREATE, IfMatch, Store
 
@@ -52,14 +58,28 @@ def _multipart_store(store: Store) -> Store | None:
 
 
 def run_doctor(store: Store) -> list[Check]:
-    """Run every probe against ``store`` and return the verdicts, in order."""
+    """Run every probe against ``store`` and return the verdicts, in order.
+
+    Raises:
+        ConfigurationError: The store cannot be used at all (the bucket does not exist, no
+            credentials); raised once instead of failing every check.
+        AccessDeniedError: The credentials may not write to the store.
+    """
     base = f"{DOCTOR_PREFIX}{uuid.uuid4().hex}"
     checks: list[Check] = []
     written: list[str] = []
+    fatal: list[ModelshelfError] = []
 
     def record(name: str, probe: Callable[[], tuple[bool, str]]) -> None:
+        if fatal:
+            return
         try:
             ok, detail = probe()
+        except (ConfigurationError, AccessDeniedError) as exc:
+            # No probe can run (a missing bucket, no credentials, no permission): that is
+            # one answer, not a failed check per precondition.
+            fatal.append(exc)
+            return
         except ModelshelfError as exc:
             ok, detail = False, f"{type(exc).__name__}: {exc}"
         checks.append(Check(name, ok, detail))
@@ -132,7 +152,7 @@ def run_doctor(store: Store) -> list[Check]:
         target = _multipart_store(store)
         assert target is not None
         with tempfile.TemporaryDirectory(prefix="modelshelf-doctor-") as tmp:
-            first, second = Path(tmp) / "a", Path(tmp) / "b"
+            first, second = Path(tmp) / "first-object", Path(tmp) / "second-object"
             first.write_bytes(os.urandom(11 * _MIB))
             second.write_bytes(os.urandom(11 * _MIB))
             target.put_file(big, first, mode=CREATE)
@@ -150,4 +170,6 @@ def run_doctor(store: Store) -> list[Check]:
             store.delete(key)
         except ModelshelfError:
             pass  # best effort; the prefix is clearly scratch
+    if fatal:
+        raise fatal[0]
     return checks

@@ -316,7 +316,7 @@ class S3Store:
                         or (kind is Kind.NO_UPLOAD and completing)
                     ):
                         return self._landed_etag(write, action, exc)  # type: ignore[return-value]
-                raise translate(exc, action=action, mode=mode) from exc
+                raise translate(exc, action=action, mode=mode, bucket=self._bucket) from exc
 
     def _backoff(self, attempt: int) -> None:
         ceiling = min(_MAX_RETRY_DELAY, self._retry_delay * 2 ** (attempt - 1))
@@ -743,7 +743,7 @@ class S3Store:
         sha256: str,
         progress: ProgressCallback | None,
     ) -> str:
-        action = f"upload {path.name} to {self._where(key)}"
+        action = f"upload the file {str(path)!r} to {self._where(key)}"
         part_size = self._part_size
         if size > part_size * _MAX_PARTS:
             part_size = -(-size // (_MAX_PARTS * MiB)) * MiB  # whole MiB, ceiling

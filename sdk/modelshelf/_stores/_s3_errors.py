@@ -134,7 +134,9 @@ def outcome_unknown(exc: Exception) -> bool:
     return isinstance(exc, HTTPClientError)
 
 
-def translate(exc: Exception, *, action: str, mode: PutMode | None = None) -> ModelshelfError:
+def translate(
+    exc: Exception, *, action: str, mode: PutMode | None = None, bucket: str | None = None
+) -> ModelshelfError:
     """The modelshelf error for a failed S3 call; the single place where that is decided.
 
     Args:
@@ -142,6 +144,7 @@ def translate(exc: Exception, *, action: str, mode: PutMode | None = None) -> Mo
         action: What was attempted, for the message ("write 'a/b' to s3://bucket/prefix").
         mode: The put mode of a write: replacing by etag a key that is gone is a lost race,
             not a miss.
+        bucket: The bucket, named in the advice when it does not exist.
     """
     detail = str(exc)
     kind = kind_of(exc)
@@ -154,10 +157,11 @@ def translate(exc: Exception, *, action: str, mode: PutMode | None = None) -> Mo
             )
         return KeyNotFoundError(f"cannot {action}: no such object")
     if kind is Kind.NO_BUCKET:
+        name = bucket or "BUCKET"
         return ConfigurationError(
-            f"cannot {action}: the bucket does not exist. Create it (for example "
-            "`aws s3 mb s3://BUCKET`), or fix the registry URI or the endpoint "
-            "(endpoint_url / AWS_ENDPOINT_URL_S3)"
+            f"cannot {action}: the bucket {name!r} does not exist. Create it (for example "
+            f"`aws s3 mb s3://{name}`, with --endpoint-url for an S3-compatible store), or "
+            "fix the registry URI or the endpoint (endpoint_url / AWS_ENDPOINT_URL_S3)"
         )
     if kind is Kind.DENIED:
         return AccessDeniedError(

@@ -7,6 +7,7 @@ once every one of them checked out.
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping
@@ -14,7 +15,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from .._card import FileEntry, ModelVersion
-from .._errors import IntegrityError, InvalidKeyError, KeyNotFoundError, SourceError
+from .._errors import (
+    DestinationExistsError,
+    IntegrityError,
+    InvalidKeyError,
+    KeyNotFoundError,
+    SourceError,
+)
+from .._hashing import sha256_file
 from .._stores import Store, check_key
 from ..layout import blob_key
 from ._cache import BlobCache
@@ -38,6 +46,35 @@ def joblib_entry(manifest: ModelVersion) -> FileEntry:
             "one (use pull to get the files, or pass loader= to ModelServer for other layouts)"
         )
     return candidates[0]
+
+
+def _check_destination(
+    ref: str, dest: Path, wanted: Mapping[str, tuple[int, str]], overwrite: bool
+) -> None:
+    """Refuse, before any download, to replace a file in ``dest`` that holds other bytes."""
+    for path, (size, digest) in wanted.items():
+        out = dest / path
+        if not out.exists() and not out.is_symlink():
+            continue
+        if out.is_file() and not out.is_symlink():
+            if overwrite:
+                continue
+            try:
+                same = out.stat().st_size == size and sha256_file(out) == digest
+            except OSError:
+                same = False
+            if same:
+                continue
+            what = "a different file"
+        else:
+            what = "a folder" if out.is_dir() else "something that is not a regular file"
+            if overwrite and not out.is_dir():
+                continue
+        raise DestinationExistsError(
+            f"cannot pull {ref} into {dest}: {out} is {what}, not the version's {path!r}; "
+            "nothing was written. Pull into another folder"
+            + ("" if out.is_dir() else ", or pass --force / overwrite=True to replace it")
+        )
 
 
 class Fetcher:
@@ -86,6 +123,7 @@ class Fetcher:
         progress: Progress | None = None,
         *,
         extras: Mapping[str, bytes] | None = None,
+        overwrite: bool = False,
     ) -> None:
         """Write a version's files into ``dest``, each verified before any is placed.
 
@@ -93,6 +131,8 @@ class Fetcher:
         files), placed with them.
 
         Raises:
+            DestinationExistsError: ``dest`` holds other content where a file goes and
+                ``overwrite`` is off; nothing was written.
             IntegrityError: A blob is corrupt, or the manifest names a path outside the
                 folder; ``dest`` is left untouched.
         """
@@ -104,6 +144,10 @@ class Fetcher:
                     f"{manifest.ref}: the manifest names the unsafe path {entry.path!r}; "
                     "nothing was written"
                 ) from exc
+        wanted = {entry.path: (entry.size, entry.sha256) for entry in manifest.files}
+        for name, data in (extras or {}).items():
+            wanted[name] = (len(data), hashlib.sha256(data).hexdigest())
+        _check_destination(manifest.ref, dest, wanted, overwrite)
         dest.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.pull-"))
         try:
