@@ -94,11 +94,8 @@ def train(
             "f1_score": round(float(f1), 4),
             "latency_ms": latency_ms(model, x_test[:1]),
         },
-        "input_schema": {
-            "type": "object",
-            "properties": {name: {"type": "number", "unit": "cm"} for name in FEATURES},
-            "required": FEATURES,
-        },
+        # The same schemas as the README's Python API snippet, which pushes the next version.
+        "input_schema": {"features": FEATURES},
         "output_schema": {"type": "string", "enum": SPECIES},
         "limitations": [
             "Trained on 120 flowers of three species; other species are misclassified.",

@@ -13,7 +13,10 @@ Run it from the repository root, after ``python examples/iris.py`` pushed a vers
     curl -s localhost:8000/predict -H 'content-type: application/json' \\
         -H 'X-Request-Key: user-42' \\
         -d '{"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}'
-    # {"model_version": "1.0.0", "prediction": 0, "probabilities": {"0": 1.0, "1": 0.0, ...}}
+    # {"model_version": "1.0.0", "prediction": "setosa", "probabilities": [1.0, 0.0, 0.0]}
+
+``probabilities`` follows the model card's output schema: an array with one probability per
+class, in the order of ``classes`` (the model's ``classes_``), which the answer also carries.
 
     curl -s localhost:8000/healthz
 
@@ -31,6 +34,7 @@ same arm of a canary (and stays in the canary while its share grows).
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
@@ -61,10 +65,11 @@ class IrisFeatures(BaseModel):
 
 
 class PredictionResponse(BaseModel):
-    """A prediction and the version that made it."""
+    """A prediction and the version that made it (the card's output schema, plus the version)."""
 
     prediction: int | str
-    probabilities: dict[str, float]
+    probabilities: list[float] = Field(description="One per class, in the order of classes.")
+    classes: list[int | str]
     model_version: str
 
 
@@ -73,11 +78,23 @@ def _plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
 
 
-def _classify(model: Any, rows: list[list[float]]) -> tuple[Any, dict[str, float]]:
-    label = _plain(model.predict(rows)[0])
-    probabilities = model.predict_proba(rows)[0]
-    classes = getattr(model, "classes_", range(len(probabilities)))
-    return label, {str(_plain(c)): float(p) for c, p in zip(classes, probabilities, strict=True)}
+# scikit-learn's parallel helpers (sklearn.utils.parallel, used by every ensemble's predict)
+# copy the process-wide warnings.filters list and, per task, reset and rebuild it inside
+# warnings.catch_warnings(), which is not thread-safe. FastAPI runs this synchronous endpoint
+# in a thread pool: two concurrent predictions then see each other's emptied filter list, and
+# every request floods stderr with "sklearn.utils.parallel.delayed should be used with
+# sklearn.utils.parallel.Parallel". One prediction at a time keeps the filters consistent;
+# the model holds the GIL for nearly all of a prediction anyway.
+_PREDICT_LOCK = threading.Lock()
+
+
+def _classify(model: Any, rows: list[list[float]]) -> tuple[Any, list[float], list[Any]]:
+    with _PREDICT_LOCK:
+        probabilities = model.predict_proba(rows)[0]
+    classes = [_plain(c) for c in getattr(model, "classes_", range(len(probabilities)))]
+    # The label is the most probable class, as predict() would say, without a second pass.
+    best = max(range(len(probabilities)), key=lambda i: probabilities[i])
+    return classes[best], [float(p) for p in probabilities], classes
 
 
 def create_app(
@@ -123,11 +140,11 @@ def create_app(
         x_request_key: Annotated[str | None, Header()] = None,
     ) -> PredictionResponse:
         server: ModelServer = app.state.server
-        (label, probabilities), version = server.predict(
+        (label, probabilities, classes), version = server.predict(
             _classify, features.row(), key=x_request_key
         )
         return PredictionResponse(
-            prediction=label, probabilities=probabilities, model_version=version
+            prediction=label, probabilities=probabilities, classes=classes, model_version=version
         )
 
     @app.get("/healthz")

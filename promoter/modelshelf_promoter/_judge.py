@@ -47,6 +47,7 @@ from modelshelf import InvalidInputError, canonical_json
 from modelshelf.metrics import ROUTE_BUCKETS, ArmStats
 
 from ._counts import CountEvidence, WindowCounts, catch_minimum, count_tests, tail_log_e
+from ._durations import duration_text
 from ._plausibility import ServerReport
 from ._policy import PromotionPolicy
 from ._stats import (
@@ -189,7 +190,7 @@ def _ms(value: float | None) -> str:
 
 
 def _minutes(seconds: float) -> str:
-    return f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+    return duration_text(seconds)
 
 
 def _error_reason(test: ErrorRateTest) -> str:

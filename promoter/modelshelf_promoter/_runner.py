@@ -308,9 +308,7 @@ class Promoter:
         """The registry's store."""
         return self.registry.store
 
-    def run(
-        self, models: Iterable[str] | None = None, *, dry_run: bool = False
-    ) -> list[ModelRun]:
+    def run(self, models: Iterable[str] | None = None, *, dry_run: bool = False) -> list[ModelRun]:
         """Judge each model named (or every model with a canary), one after the other.
 
         A failure on one model is reported in its :class:`ModelRun` (``status="error"``)
@@ -478,9 +476,7 @@ class Promoter:
             PromoterState(model=name, cursor=cursor, updated_by=self.registry.user),
             state_etag,
         )
-        report_key, report_error = (
-            self._write_report(name) if policy.write_report else (None, None)
-        )
+        report_key, report_error = self._write_report(name) if policy.write_report else (None, None)
         return ModelRun(
             model=name,
             status=(

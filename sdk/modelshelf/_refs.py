@@ -12,6 +12,7 @@ from ._errors import InvalidNameError, InvalidReferenceError, InvalidVersionErro
 
 __all__ = [
     "ALIASES",
+    "FIRST_VERSION",
     "Bump",
     "ModelRef",
     "bump_version",
@@ -63,8 +64,15 @@ def version_sort_key(text: str) -> tuple[int, int, int]:
     return (major, minor, patch)
 
 
+FIRST_VERSION = "1.0.0"
+"""A model's first version whatever the bump: the initial release, not a 0.x draft."""
+
+
 def bump_version(current: str | None, bump: str) -> str:
-    """The version one ``bump`` above ``current`` (``None`` means nothing committed yet).
+    """The version one ``bump`` above ``current``.
+
+    ``None`` means nothing is committed yet: the first version is ``1.0.0`` for every bump
+    (a ``minor`` bump of nothing is the first release, not ``0.1.0``).
 
     Raises:
         InvalidVersionError: For an unknown bump, or one that leaves the grammar.
@@ -72,7 +80,7 @@ def bump_version(current: str | None, bump: str) -> str:
     if bump not in ("major", "minor", "patch"):
         raise InvalidVersionError(f"invalid bump {bump!r}: use 'major', 'minor' or 'patch'")
     if current is None:
-        return {"major": "1.0.0", "minor": "0.1.0", "patch": "0.0.1"}[bump]
+        return FIRST_VERSION
     major, minor, patch = version_sort_key(current)
     if bump == "major":
         bumped = f"{major + 1}.0.0"

@@ -156,8 +156,10 @@ class Registry(AliasOperations, TrustOperations):
             source: A file, a folder (every file under it), or a Python object (joblib).
             version: An explicit ``MAJOR.MINOR.PATCH``.
             bump: ``"major"``, ``"minor"`` or ``"patch"`` above the highest committed version.
-                With neither ``version`` nor ``bump`` the first version is ``1.0.0`` and later
-                ones bump MINOR.
+                A model's first version is ``1.0.0`` whatever the bump; with neither
+                ``version`` nor ``bump`` later ones bump MINOR. A card that states a
+                ``version`` asks for exactly that version: it must agree with ``version``
+                and cannot be combined with ``bump``.
             card: The model card (a :class:`ModelCard` or a mapping).
             allow_schema_change: Accept a schema change without a MAJOR bump (recorded).
             progress: Called with byte counts while hashing and uploading.

@@ -235,14 +235,14 @@ def test_the_promotion_step_holds_until_the_gate_passes() -> None:
 
 def test_a_young_step_holds() -> None:
     decision = _judge(step_started_at=START + timedelta(minutes=25))
-    assert decision.action == "hold" and "5.0 min of 10.0 min" in decision.reason, decision.reason
+    assert decision.action == "hold" and "5 min of 10 min" in decision.reason, decision.reason
 
 
 def test_max_duration_aborts_but_a_regression_still_rolls_back() -> None:
     late = START + timedelta(hours=24, minutes=5)
     aborted = _judge(now=late, canary=_arm(100, 1, seed=8))
     assert aborted.action == "abort", aborted.reason
-    assert "24.0 h" in aborted.reason, aborted.reason
+    assert "after 24 h 5 min (max 24 h)" in aborted.reason, aborted.reason
     bad = _judge(now=late, canary=_arm(2_000, 80, seed=4))
     assert bad.action == "rollback", bad.reason
 

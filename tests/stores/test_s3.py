@@ -84,7 +84,7 @@ def test_s3_missing_bucket_is_a_configuration_error(s3_backend: Backend) -> None
     store = S3Store(
         f"s3://no-such-bucket-{os.getpid()}/x", **s3_backend.store_options, max_attempts=1
     )
-    with pytest.raises(ConfigurationError, match="bucket does not exist"):
+    with pytest.raises(ConfigurationError, match=r"bucket 'no-such-bucket-\d+' does not exist"):
         store.get("k")
 
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -79,12 +82,17 @@ def test_predict_carries_the_version_and_follows_a_promote(
         answer = client.post("/predict", json=FLOWER)
         assert answer.status_code == 200, f"/predict failed: {answer.text}"
         body = answer.json()
-        assert set(body) == {"prediction", "probabilities", "model_version"}, body
+        assert set(body) == {"prediction", "probabilities", "classes", "model_version"}, body
         assert body["model_version"] == "1.0.0" and body["prediction"] == 0, (
             f"a setosa flower served by 1.0.0 expected, got {body}"
         )
-        assert set(body["probabilities"]) == {"0", "1", "2"}, "one probability per class"
-        assert abs(sum(body["probabilities"].values()) - 1.0) < 1e-9, "probabilities sum to 1"
+        probabilities = body["probabilities"]
+        assert isinstance(probabilities, list) and len(probabilities) == 3, (
+            f"the card's output schema makes probabilities an array, one per class: {body}"
+        )
+        assert body["classes"] == [0, 1, 2], f"classes name the array's order: {body}"
+        assert abs(sum(probabilities) - 1.0) < 1e-9, "probabilities sum to 1"
+        assert body["classes"][probabilities.index(max(probabilities))] == body["prediction"]
 
         health = client.get("/healthz").json()
         assert (health["generation"], health["active"], health["ready"]) == (1, "1.0.0", True), (
@@ -113,57 +121,66 @@ def test_predict_carries_the_version_and_follows_a_promote(
         assert client.get("/healthz").json()["generation"] == 3, "healthz generation is stale"
 
 
-@pytest.fixture
-def uvicorn_server(iris_registry: Path, tmp_path: Path) -> Iterator[str]:
+@contextlib.contextmanager
+def uvicorn_process(root: Path, workdir: Path, server_id: str) -> Iterator[tuple[str, Path]]:
+    """``uvicorn examples.serve:app`` as a real process; yields its URL and its stderr file."""
     port = free_port()
     env = {
         **os.environ,
-        "MODELSHELF_REGISTRY": str(iris_registry),
-        "MODELSHELF_CACHE": str(tmp_path / "uvicorn-cache"),
+        "MODELSHELF_REGISTRY": str(root),
+        "MODELSHELF_CACHE": str(workdir / f"{server_id}-cache"),
         "MODELSHELF_POLL_INTERVAL": str(POLL),
-        "MODELSHELF_SERVER_ID": "uvicorn-test",
+        "MODELSHELF_SERVER_ID": server_id,
     }
-    log = (tmp_path / "uvicorn.log").open("wb")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "examples.serve:app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        cwd=REPO,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                output = (tmp_path / "uvicorn.log").read_text()
-                raise AssertionError(f"uvicorn exited with {proc.returncode}: {output}")
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError("uvicorn did not answer /healthz within 30 s")
-            time.sleep(0.1)
-        yield url
-    finally:
-        proc.send_signal(signal.SIGINT)
+    out_path, err_path = workdir / f"{server_id}.out", workdir / f"{server_id}.err"
+    with out_path.open("wb") as out, err_path.open("wb") as err:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "examples.serve:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--no-access-log",
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=err,
+        )
+        url = f"http://127.0.0.1:{port}"
         try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+            deadline = time.monotonic() + 30
+            while True:
+                if proc.poll() is not None:
+                    raise AssertionError(
+                        f"uvicorn exited with {proc.returncode}: {err_path.read_text()}"
+                    )
+                try:
+                    if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise AssertionError("uvicorn did not answer /healthz within 30 s")
+                time.sleep(0.1)
+            yield url, err_path
+        finally:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture
+def uvicorn_server(iris_registry: Path, tmp_path: Path) -> Iterator[str]:
+    with uvicorn_process(iris_registry, tmp_path, "uvicorn-test") as (url, _):
+        yield url
 
 
 def test_a_real_uvicorn_process_serves_and_follows_aliases(
@@ -183,3 +200,90 @@ def test_a_real_uvicorn_process_serves_and_follows_aliases(
     waited = wait_for_version(served, target)
     assert waited < 5, f"the flip took {waited:.1f} s to reach a process polling every {POLL} s"
     assert httpx.get(f"{uvicorn_server}/healthz").json()["active"] == target, "healthz is stale"
+
+
+LOAD_SECONDS = 30.0
+CONNECTIONS = 4
+WARNING_LINE = re.compile(r"warning|traceback|error", re.IGNORECASE)
+
+
+def _load(url: str, stop: threading.Event, results: list[tuple[int, str]], seed: int) -> None:
+    """One keep-alive connection sending predictions back to back until ``stop``."""
+    with httpx.Client(base_url=url, timeout=10) as client:
+        i = 0
+        while not stop.is_set():
+            i += 1
+            try:
+                reply = client.post(
+                    "/predict", json=FLOWER, headers={"X-Request-Key": f"user-{seed}-{i % 97}"}
+                )
+                results.append((reply.status_code, reply.text[:200]))
+            except httpx.HTTPError as exc:
+                results.append((0, f"{type(exc).__name__}: {exc}"))
+
+
+def test_servers_stay_quiet_and_lose_no_request_under_concurrent_load_and_alias_changes(
+    iris_registry: Path, tmp_path: Path
+) -> None:
+    """Two uvicorn servers, four connections each, for 30 s, through alias changes.
+
+    Every request must succeed, every server must follow each change, and the servers'
+    stderr must hold no warning: scikit-learn's parallel helpers are not thread-safe about
+    the process-wide warning filters, which flooded stderr under concurrent requests.
+    """
+    ops = admin(iris_registry)
+    with contextlib.ExitStack() as stack:
+        servers = [
+            stack.enter_context(uvicorn_process(iris_registry, tmp_path, f"load-{i}"))
+            for i in range(2)
+        ]
+        stop = threading.Event()
+        results: list[tuple[int, str]] = []
+        threads = [
+            threading.Thread(target=_load, args=(url, stop, results, n * 10 + c), daemon=True)
+            for n, (url, _) in enumerate(servers)
+            for c in range(CONNECTIONS)
+        ]
+        for thread in threads:
+            thread.start()
+        changes = [
+            lambda: ops.start_canary("iris", "1.1.0", 0.05, reason="load: canary"),
+            lambda: ops.set_ratio("iris", 0.5, reason="load: half"),
+            lambda: ops.promote("iris", reason="load: promote"),
+            lambda: ops.rollback("iris", reason="load: rollback"),
+            lambda: ops.set_active("iris", "1.1.0", reason="load: flip"),
+            lambda: ops.set_active("iris", "1.0.0", reason="load: flip back"),
+        ]
+        lags: list[float] = []
+        began = time.monotonic()
+        try:
+            step = 0
+            while time.monotonic() - began < LOAD_SECONDS:
+                state = changes[step % len(changes)]()
+                step += 1
+                for url, _ in servers:
+                    lags.append(
+                        wait_for_version(
+                            lambda url=url: httpx.get(f"{url}/healthz", timeout=5).json()[
+                                "generation"
+                            ],
+                            state.generation,
+                        )
+                    )
+                time.sleep(2.0)
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(timeout=30)
+        stderr = {url: err.read_text(errors="replace") for url, err in servers}
+    failed = [r for r in results if r[0] != 200]
+    assert len(results) > 100, f"the load generator sent only {len(results)} requests"
+    assert not failed, f"{len(failed)} of {len(results)} requests failed, e.g. {failed[:3]}"
+    assert step >= 10, f"only {step} alias changes in {LOAD_SECONDS} s"
+    for url, text in stderr.items():
+        noisy = [line for line in text.splitlines() if WARNING_LINE.search(line)]
+        assert not noisy, (
+            f"{url} wrote {len(noisy)} warning lines to stderr under {CONNECTIONS} concurrent "
+            f"connections, e.g. {noisy[:2]}"
+        )
+    assert max(lags) < 5, f"a server took {max(lags):.1f} s to follow an alias change"

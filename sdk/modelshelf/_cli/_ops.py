@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import click
 from rich.table import Table
+from rich.text import Text
 
 from .._errors import ConfigurationError
 from .._stores._doctor import run_doctor
 from .._versions import parse_age
-from ._app import AppState, cli, emit_json, human_size, json_option, pass_state
+from ._app import AppState, cli, emit_json, human_size, json_option, pass_state, plural
 
 __all__ = ["doctor", "gc"]
 
@@ -35,7 +36,8 @@ def doctor(state: AppState, as_json: bool) -> None:
         table.add_column("verdict")
         table.add_column("detail")
         for check in checks:
-            table.add_row(check.name, "[green]PASS" if check.ok else "[red]FAIL", check.detail)
+            verdict = Text("PASS", style="green") if check.ok else Text("FAIL", style="red")
+            table.add_row(check.name, verdict, check.detail)
         state.console.print(table)
     if failed:
         raise ConfigurationError(
@@ -49,7 +51,13 @@ def doctor(state: AppState, as_json: bool) -> None:
 @cli.command()
 @click.argument("name")
 @click.option("--keep-last", default=10, show_default=True, help="Always keep the newest N.")
-@click.option("--older-than", default=None, help="Only versions older than this expire (365d).")
+@click.option(
+    "--older-than",
+    default=None,
+    metavar="AGE",
+    show_default="none: age does not protect a version",
+    help="Only versions older than this expire, e.g. 365d, 12h or 30m.",
+)
 @click.option(
     "--orphan-grace",
     default="1h",
@@ -91,14 +99,16 @@ def gc(
         )
         return
     verb = "would free" if dry_run else "freed"
+    expired = plural(len(plan.expired_versions), "expired version")
+    protected = len(plan.protected_versions)
     state.console.print(
-        f"{name}: {len(plan.expired_versions)} expired versions "
-        f"({', '.join(plan.expired_versions) or 'none'}), "
-        f"{len(plan.protected_versions)} kept because they were active or canary, "
-        f"{len(plan.kept_versions)} kept as recent"
+        f"{name}: {expired} ({', '.join(plan.expired_versions) or 'none'}), "
+        f"{protected} kept because {'it was' if protected == 1 else 'they were'} active or "
+        f"canary, {len(plan.kept_versions)} kept as recent"
     )
     state.console.print(
-        f"{verb} {human_size(plan.bytes_freed)} in {len(plan.delete_blobs)} blobs "
-        f"({len(plan.orphan_blobs)} orphans); {plan.stale_uploads} stale multipart uploads"
+        f"{verb} {human_size(plan.bytes_freed)} in {plural(len(plan.delete_blobs), 'blob')} "
+        f"({plural(len(plan.orphan_blobs), 'orphan')}); "
+        f"{plural(plan.stale_uploads, 'stale multipart upload')}"
         + (" (run with --yes to delete)" if dry_run else " aborted")
     )

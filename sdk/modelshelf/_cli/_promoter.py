@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from .._errors import ModelshelfError
-from ._app import AppState, cli, emit_json, json_option, pass_state
+from ._app import AppState, cli, emit_json, json_option, pass_state, plural
 
 if TYPE_CHECKING:
     from modelshelf_promoter import ModelRun
@@ -58,9 +58,10 @@ def _describe(run: ModelRun) -> str:
         return f"{run.model}: error ({run.error_type}): {run.error}"
     if run.status == "no_canary":
         return f"{run.model}: no canary running"
-    move = ""
-    if run.action == "advance":
-        move = f" {run.ratio:g} -> {run.next_ratio:g}"
+    # The judge's reason starts with its action ("hold: ...", "advance 0.05 -> 0.25: ..."),
+    # so the action is printed once, by the reason.
+    action = str(run.action)
+    reason = run.reason if run.reason.startswith(action) else f"{action}: {run.reason}"
     outcome = {
         "decided": "applied" if run.applied else "no change",
         "conflict": "conflict",
@@ -68,7 +69,10 @@ def _describe(run: ModelRun) -> str:
     }[run.status]
     if run.dry_run:
         outcome = "dry run, nothing written"
-    fetched = f", {run.read.fetched} new metric objects" if run.read is not None else ""
+    generation = f"generation {run.generation}"
+    if run.applied and run.new_generation is not None:
+        generation = f"generation {run.generation} -> {run.new_generation}"
+    fetched = f", {plural(run.read.fetched, 'new metric object')}" if run.read is not None else ""
     if run.report_error:
         fetched += f", {run.report_error}"
     corrupt = (
@@ -76,10 +80,7 @@ def _describe(run: ModelRun) -> str:
         if run.read is not None and run.read.corrupt
         else ""
     )
-    return (
-        f"{run.model}: {run.action}{move} [{outcome}, generation {run.generation}"
-        f"{fetched}{corrupt}] {run.reason}"
-    )
+    return f"{run.model}: {reason} [{outcome}, {generation}{fetched}{corrupt}]"
 
 
 @promoter_group.command("run")
@@ -134,7 +135,7 @@ def run_command(
                 if not runs:
                     app.console.print("no model has a canary running")
                 for run in runs:
-                    app.console.print(_describe(run), markup=False)
+                    app.console.print(_describe(run))
             if every is None:
                 failed = [r for r in runs if r.status == "error"]
                 if failed:
@@ -182,4 +183,4 @@ def policy_command(app: AppState, name: str, settings: tuple[str, ...], as_json:
     where = f"{store.uri}/{key}" if source == "stored" else "defaults (no policy stored)"
     app.console.print(f"{name}: promotion policy, {'updated in ' if settings else ''}{where}")
     for field, value in sorted(data.items()):
-        app.console.print(f"  {field:<22} {json.dumps(value)}", markup=False)
+        app.console.print(f"  {field:<22} {json.dumps(value)}")

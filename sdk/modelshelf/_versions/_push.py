@@ -39,6 +39,44 @@ Progress = Callable[[int], None]
 _MAX_BUMP_ATTEMPTS = 64
 
 
+def _reconcile_card(
+    name: str, card: ModelCard, version: str | None, bump: str | None
+) -> str | None:
+    """The explicit version of this push, after checking the card's ``name`` and ``version``.
+
+    The registry fills both in, so a card may leave them out. A card that states them must
+    agree with the push; each disagreement says which field to drop or which argument
+    matches, all of them in one error.
+    """
+    problems = []
+    if card.name is not None and card.name != name:
+        problems.append(
+            f'the card\'s "name" is {card.name!r} but the push is for {name!r}: drop '
+            f'"name" from the card (the registry fills it in), or push as {card.name!r}'
+        )
+    if card.version is not None:
+        try:
+            parse_version(card.version)
+        except InvalidVersionError as exc:
+            raise InvalidCardError(f"invalid model card: version: {exc}") from exc
+        if bump is not None:
+            problems.append(
+                f'the card\'s "version" is {card.version} but the push asks for a {bump} '
+                f'bump: drop "version" from the card to bump, or push with '
+                f"version={card.version!r} / --version {card.version} instead of the bump"
+            )
+        elif version is not None and version != card.version:
+            problems.append(
+                f'the card\'s "version" is {card.version} but the push asks for {version}: '
+                f'drop "version" from the card (the registry fills it in), or push with '
+                f"version={card.version!r} / --version {card.version}"
+            )
+    if problems:
+        raise InvalidCardError("; ".join(problems))
+    # A card that states its version asks for exactly that version (README, "push").
+    return version if version is not None or bump is not None else card.version
+
+
 class Pusher:
     """Pushes new versions into one store on behalf of one user.
 
@@ -72,24 +110,9 @@ class Pusher:
         """
         check_name(name)
         the_card = card_from_input(card)
-        if the_card.name is not None and the_card.name != name:
-            raise InvalidCardError(
-                f"the card names model {the_card.name!r} but the push is for {name!r}"
-            )
         if version is not None and bump is not None:
             raise InvalidVersionError("give either an explicit version or a bump, not both")
-        if the_card.version is not None:
-            try:
-                parse_version(the_card.version)
-            except InvalidVersionError as exc:
-                raise InvalidCardError(f"invalid model card: version: {exc}") from exc
-            if version is None and bump is None:
-                version = the_card.version
-            elif version != the_card.version:
-                raise InvalidCardError(
-                    f"the card says version {the_card.version} but the push asks for "
-                    f"{version or 'a ' + str(bump) + ' bump'}"
-                )
+        version = _reconcile_card(name, the_card, version, bump)
         if version is not None:
             parse_version(version)
         if bump is not None:
@@ -307,43 +330,58 @@ class Pusher:
         head: Head,
         allow_schema_change: bool,
     ) -> None:
-        if head.latest is None:
+        declared = [f for f in ("input_schema", "output_schema") if getattr(card, f) is not None]
+        if head.latest is None or not declared or allow_schema_change:
             return
-        previous: ModelVersion | None = None
+        major = version_sort_key(target)[0]
+        # A card that declares no schema makes no claim about it (README, "Schema rule"): a
+        # declared schema is compared with the nearest lower version of the same MAJOR that
+        # declared one, so a first declaration is no change. Another MAJOR may change it.
+        changed: list[tuple[str, str]] = []
+        pending = set(declared)
+        checked: set[str] = set()
+
+        def compare(version: str, previous: ModelCard) -> None:
+            checked.add(version)
+            for field in sorted(pending):
+                if getattr(previous, field) is None:
+                    continue
+                pending.discard(field)
+                if getattr(previous, field) != getattr(card, field):
+                    changed.append((field, version))
+
+        walk = True
         if version_sort_key(target) > version_sort_key(head.latest) and head.manifest:
-            previous = head.manifest  # the usual case: the head is the predecessor
-        else:
-            # A backport below the newest version, or a corrupt newest manifest: the
-            # predecessor needs the listing.
+            # The usual case: the head is the predecessor, and it declares the schemas, so
+            # no listing is needed.
+            if version_sort_key(head.latest)[0] != major:
+                walk = False
+            else:
+                compare(head.latest, head.manifest.card)
+                walk = bool(pending)
+        below: list[str] = []
+        if walk:
+            # A backport, a corrupt newest manifest, or schemas the head does not declare.
             below = [
                 v
                 for v in list_versions(self.store, name)
-                if version_sort_key(v) < version_sort_key(target)
+                if version_sort_key(v) < version_sort_key(target) and v not in checked
             ]
-            for candidate in reversed(below):
-                try:
-                    previous = read_manifest(self.store, name, candidate)
-                    break
-                except CorruptObjectError as exc:
-                    # Compare with the newest version that can be read, and say so.
-                    SKIPPED.warning("skipped %s:%s for the schema check: %s", name, candidate, exc)
-        if previous is None:
+        for older in reversed(below):
+            if not pending or version_sort_key(older)[0] != major:
+                break
+            try:
+                previous = read_manifest(self.store, name, older).card
+            except CorruptObjectError as exc:
+                # Compare with the versions that can be read, and say so.
+                SKIPPED.warning("skipped %s:%s for the schema check: %s", name, older, exc)
+                continue
+            compare(older, previous)
+        if not changed:
             return
-        changed = [
-            field
-            for field in ("input_schema", "output_schema")
-            # A card that does not declare a schema makes no claim about it; only a declared
-            # schema that differs is a change (a card-less retrain must not need a MAJOR).
-            if getattr(card, field) is not None
-            and getattr(previous.card, field) != getattr(card, field)
-        ]
-        if not changed or allow_schema_change:
-            return
-        if version_sort_key(target)[0] > version_sort_key(previous.version)[0]:
-            return
+        what = " and ".join(f"{field} (declared otherwise in {older})" for field, older in changed)
         raise SchemaChangeError(
-            f"{name}:{target} changes {' and '.join(changed)} compared with "
-            f"{previous.version}; a schema change needs a MAJOR bump "
+            f"{name}:{target} changes {what}; a schema change needs a MAJOR bump "
             f"({bump_version(head.latest, 'major')}, or --bump major), "
             "or pass allow_schema_change / --allow-schema-change to record an exception"
         )
