@@ -115,12 +115,38 @@ def test_every_command_prints_user_data_literally(home: Path) -> None:
     run("gc", "iris", "--keep-last", "1", literal=("iris: ",))
     run("doctor", literal=("safe for modelshelf",))
 
+    # The views over versions, canaries and decisions.
+    run("compare", "iris", literal=(AUTHOR, "[ml-platform]"))
+    run("diff", "iris:1.0.0", "iris:1.1.0", literal=(AUTHOR,))
+    run("canary", "start", "iris", "1.1.0", "--ratio", "0.05", "--reason", REASON)
+    run("status", "iris", literal=("iris",))
+    run("promoter", "decisions", "iris", literal=("hold",))
+    run("report", "iris", "-o", "report[1].html", literal=("report[1].html",))
+    run("canary", "abort", "iris")
+
+    # Keys, signatures, approvals and the trust policy, last: they change what is trusted.
+    run("keys", "new", "ci", "--dir", "keys[1]", literal=("keys[1]",))
+    key, public = "keys[1]/ci.pem", "keys[1]/ci.pub.pem"
+    run("trust", "add-key", "ops", public, "--reason", REASON, literal=("ops",))
+    run("sign", "iris:1.0.0", "--key", key, literal=("iris:1.0.0",))
+    run("approve", "iris:1.0.0", "--key", key, "--comment", REASON, literal=("iris:1.0.0",))
+    run("show", "iris:1.0.0", literal=("ops", REASON))
+    run("trust", "show", literal=("ops",))
+    run("trust", "history", literal=(REASON, USER))
+    shown = json.loads(run("trust", "show", "--json").stdout)
+    (home / "trust[1].json").write_text(json.dumps(shown))
+    run("trust", "set", "trust[1].json", "--reason", REASON)
+    run("pull", "iris:1.0.0", "-o", "signed[/x]", literal=("signed[/x]",))
+    run("trust", "verify-folder", "signed[/x]", literal=("signed[/x]",))
+
     # The errors carry user data too, and go to stderr as plain text with their exit code.
     failed = run("show", "iris:9.9.9", code=22)
     assert "iris:9.9.9" in failed.stderr
     missing = run("push", "iris", "no[/such]", code=14)
     assert "no[/such]" in missing.stderr, missing.stderr
 
+    # The web app serves pages (HTML-escaped by its templates) until stopped.
+    COVERED.add("ui")
     assert every_command(cli) == COVERED, (
         f"commands not run with bracketed data: {sorted(every_command(cli) - COVERED)}"
     )
