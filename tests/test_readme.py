@@ -5,9 +5,12 @@
 the output lines the README shows under a command must match what it printed (sizes and
 registry URIs may differ). The few lines that are not run say why in ``NOT_RUN``.
 
-The folder holds what the README's prose says the reader has: ``model.joblib`` (a trained
-iris classifier) and ``card.json`` (a model card). S3 URIs in the README reach moto's
-in-process mock, where the bucket ``ml-models`` exists.
+The folder holds what the README's prose says the reader has: ``model.joblib`` and
+``model.skops`` (a trained iris classifier), ``card.json`` (a model card), and the public
+key ``alice.pub.pem`` of an approver with her private key, and an HSM's key pair
+(``hsm.pem``). S3 URIs in the README reach moto's in-process mock, where the bucket
+``ml-models`` exists. ``> FILE`` sends a command's output to a file; ``&&`` chains
+commands; ``model_signing`` is the stock OpenSSF tool, run as a process.
 """
 
 from __future__ import annotations
@@ -15,6 +18,9 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +48,7 @@ NOT_RUN = {
     "modelshelf promoter run --every 300": (
         "loops until stopped; tests/promoter/test_promoter_run.py runs --every"
     ),
+    "modelshelf ui": "a web server that runs until stopped; tests/views/ test its pages",
 }
 
 _FENCE = re.compile(r"^```(?P<lang>\w*)\n(?P<body>.*?)^```\s*$", re.MULTILINE | re.DOTALL)
@@ -102,6 +109,12 @@ def newcomer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     species = [data.target_names[i] for i in data.target]
     model = RandomForestClassifier(n_estimators=5, random_state=0).fit(data.data, species)
     joblib.dump(model, tmp_path / "model.joblib")
+    import skops.io
+
+    skops.io.dump(model, tmp_path / "model.skops")
+    for person in ("alice", "hsm"):
+        made = CliRunner().invoke(cli, ["keys", "new", person])
+        assert made.exit_code == 0, made.output
     (tmp_path / "card.json").write_text(
         json.dumps({"description": "iris species from four measurements", "author": "alice"})
     )
@@ -110,6 +123,7 @@ def newcomer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
         yield tmp_path
 
 
+@pytest.mark.slow
 def test_the_readme_runs_top_to_bottom_on_a_fresh_registry(newcomer: Path) -> None:
     steps = readme_steps(README.read_text())
     commands = {s.text.split("#", 1)[0].strip() for s in steps if s.kind == "cli"}
@@ -132,24 +146,58 @@ def test_the_readme_runs_top_to_bottom_on_a_fresh_registry(newcomer: Path) -> No
         command = step.text.split("  #", 1)[0].strip()
         if command.split("#", 1)[0].strip() in NOT_RUN:
             continue
-        args = shlex.split(step.text, comments=True)
-        assert args[0] == "modelshelf", (
-            f"README step {number} runs {args[0]!r}: run it here or list it in NOT_RUN"
-        )
-        result = CliRunner().invoke(cli, args[1:])
-        assert result.exit_code == 0, (
-            f"README step {number} `{step.text}` exited {result.exit_code}: {result.output}"
-        )
-        printed = [line.strip() for line in result.stdout.splitlines()]
+        stdout = ""
+        for part in _chain(step.text):
+            stdout = _run_shell_words(number, step.text, part)
+        printed = [line.strip() for line in stdout.splitlines()]
         for line in step.expected:
             assert any(_pattern(line).fullmatch(p) for p in printed), (
-                f"README step {number} `{step.text}` shows {line!r}; it printed:\n{result.stdout}"
+                f"README step {number} `{step.text}` shows {line!r}; it printed:\n{stdout}"
             )
         ran += 1
     assert ran >= 25, f"only {ran} README steps ran"
 
 
 @pytest.mark.slow
+def _chain(line: str) -> list[list[str]]:
+    """A command line split at ``&&`` into word lists (``#`` starts a comment)."""
+    words = shlex.split(line, comments=True)
+    commands: list[list[str]] = [[]]
+    for word in words:
+        if word == "&&":
+            commands.append([])
+        else:
+            commands[-1].append(word)
+    return commands
+
+
+def _run_shell_words(number: int, line: str, words: list[str]) -> str:
+    """Run one command of a README line; returns its stdout (also written to ``> FILE``)."""
+    target = None
+    if ">" in words:
+        at = words.index(">")
+        words, target = words[:at], words[at + 1]
+    if words[0] == "modelshelf":
+        result = CliRunner().invoke(cli, words[1:])
+        assert result.exit_code == 0, (
+            f"README step {number} `{line}` exited {result.exit_code}: {result.output}"
+        )
+        stdout = result.stdout
+    elif words[0] == "model_signing":
+        tool = shutil.which("model_signing", path=str(Path(sys.executable).parent))
+        assert tool is not None, "the model_signing tool (trust extra) is not installed"
+        done = subprocess.run([tool, *words[1:]], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, f"README step {number} `{line}` failed: {done.stderr}"
+        stdout = done.stdout
+    else:
+        raise AssertionError(
+            f"README step {number} runs {words[0]!r}: run it here or list it in NOT_RUN"
+        )
+    if target is not None:
+        Path(target).write_text(stdout)
+    return stdout
+
+
 def test_the_readme_python_api_snippet_runs_after_the_quickstart(
     newcomer: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -295,3 +295,40 @@ def test_counts_are_pluralised(home: Path) -> None:
     text = run("gc", "iris", "--keep-last", "1").stdout
     assert "1 expired version (1.0.0)" in text and "in 1 blob (0 orphans)" in text, text
     assert "0 stale multipart uploads" in text, text
+
+
+def test_the_progress_bar_gives_sizes_and_speed_in_the_same_units() -> None:
+    import io
+
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from modelshelf._cli._app import transfer_columns
+
+    clock = [0.0]
+    progress = Progress(*transfer_columns(), get_time=lambda: clock[0])
+    task = progress.add_task("push iris", total=100 * 1024 * 1024)
+    for _ in range(5):
+        clock[0] += 1.0
+        progress.advance(task, 10 * 1024 * 1024)
+    out = io.StringIO()
+    Console(file=out, width=120, color_system=None).print(progress.get_renderable())
+    line = out.getvalue()
+    assert "50.0/100.0 MiB" in line and "10.0 MiB/s" in line, f"mixed units: {line!r}"
+    assert "MB/s" not in line, line
+
+
+def test_starlette_test_client_imports_without_a_deprecation_warning() -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-W", "error", "-c", "import fastapi.testclient"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, (
+        f"starlette's TestClient warns on import (install the test extra's httpx2): "
+        f"{done.stderr.strip().splitlines()[-1:]}"
+    )

@@ -48,7 +48,7 @@ def test_durations_read_as_people_say_them(seconds: float, text: str) -> None:
 def test_a_hold_names_seconds_and_its_action_once(registry: Registry) -> None:
     set_policy(registry, "min_requests_per_arm=10", "min_step_seconds=20")
     now = now_after_start(registry, 16.2)
-    traffic(registry.store, now - timedelta(seconds=5))
+    traffic(registry.store, now - timedelta(seconds=5), canary=(400, 0))
     (run,) = Promoter(registry, clock=Clock(now)).run([MODEL])
     assert run.action == "hold", f"expected a hold on a young step: {run}"
     assert "has run 16 s of 20 s" in run.reason, (
@@ -63,7 +63,7 @@ def test_an_applied_change_shows_the_generation_it_wrote(registry: Registry) -> 
     set_policy(registry, "min_requests_per_arm=10", "min_step_seconds=60")
     judged = registry.aliases(MODEL).generation
     now = now_after_start(registry, 120)
-    traffic(registry.store, now - timedelta(seconds=5))
+    traffic(registry.store, now - timedelta(seconds=5), canary=(400, 0))
     (run,) = Promoter(registry, clock=Clock(now)).run([MODEL])
     assert (run.action, run.applied) == ("advance", True), f"{run}"
     line = _describe(run)

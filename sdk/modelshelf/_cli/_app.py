@@ -81,6 +81,7 @@ __all__ = [
     "make_console",
     "pass_state",
     "plural",
+    "transfer_columns",
     "transfer_progress",
 ]
 
@@ -187,16 +188,20 @@ def transfer_progress(
     if not _interactive():
         yield None
         return
-    columns = (
+    with Progress(*transfer_columns(), console=make_console(stderr=True), transient=True) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+def transfer_columns() -> tuple[ProgressColumn, ...]:
+    """The progress bar's columns: bytes done and speed in the same binary units (MiB, MiB/s)."""
+    return (
         TextColumn("{task.description}", markup=False),
         BarColumn(),
         DownloadColumn(binary_units=True),
         _BinarySpeedColumn(),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=make_console(stderr=True), transient=True) as bar:
-        task = bar.add_task(description, total=total)
-        yield lambda n: bar.advance(task, n)
 
 
 class _BinarySpeedColumn(ProgressColumn):

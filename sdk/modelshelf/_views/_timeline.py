@@ -1,8 +1,9 @@
 """The alias history as a timeline: which version was active / canary when, who and why.
 
 Pure: history records in, events and segments out. Promoter decisions are recognised by
-their reason (``promoter ACTION: {json}``, written by the promoter's runner) so the timeline
-can annotate them without reading the decision records.
+the record's ``details`` (``by``, ``action``, ``decision``, written by the promoter's runner),
+or in records written before ``details`` existed by their reason (``promoter ACTION: {json}``),
+so the timeline can annotate them without reading the decision records.
 """
 
 from __future__ import annotations
@@ -87,6 +88,18 @@ class Timeline(BaseModel):
     canaries: list[CanaryRun]
 
 
+def _promoter_decision(record: HistoryRecord) -> tuple[str | None, str | None]:
+    """The promoter's action and decision key behind a history record, if it made it."""
+    details = record.details or {}
+    if details.get("by") == "modelshelf-promoter":
+        action, key = details.get("action"), details.get("decision")
+        return (
+            action if isinstance(action, str) else None,
+            key if isinstance(key, str) else None,
+        )
+    return _promoter_reason(record.reason)
+
+
 def _promoter_reason(reason: str | None) -> tuple[str | None, str | None]:
     if not reason or not reason.startswith(_PROMOTER_PREFIX):
         return None, None
@@ -104,7 +117,7 @@ def _promoter_reason(reason: str | None) -> tuple[str | None, str | None]:
 
 
 def _event(record: HistoryRecord) -> TimelineEvent:
-    action, key = _promoter_reason(record.reason)
+    action, key = _promoter_decision(record)
     before = record.previous
     return TimelineEvent(
         generation=record.generation,
@@ -166,7 +179,7 @@ def canary_runs(records: Sequence[HistoryRecord]) -> list[CanaryRun]:
                 current["steps"].append((record.when, state.ratio, record.who))
             continue
         if current is not None:
-            promoter_action, _ = _promoter_reason(record.reason)
+            promoter_action, _ = _promoter_decision(record)
             if record.action == "promote" and state.active == current["canary"]:
                 outcome = "promoted"
             elif promoter_action == "rollback":
