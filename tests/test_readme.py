@@ -211,7 +211,7 @@ def test_the_readme_python_api_snippet_runs_after_the_quickstart(
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)
     example.main()
-    (api,) = [s for s in readme_steps(README.read_text()) if "registry.push(" in s.text]
+    (api,) = [s for s in readme_steps(README.read_text()) if 'bump="minor")' in s.text]
     namespace: dict[str, Any] = {}
     exec(compile(api.text, "README Python API block", "exec"), namespace)
     assert namespace["v"].version == "1.2.0", f"the snippet pushed {namespace['v'].ref}"

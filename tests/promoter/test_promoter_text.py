@@ -46,13 +46,13 @@ def test_durations_read_as_people_say_them(seconds: float, text: str) -> None:
 
 
 def test_a_hold_names_seconds_and_its_action_once(registry: Registry) -> None:
-    set_policy(registry, "min_requests_per_arm=10", "min_step_seconds=20")
-    now = now_after_start(registry, 16.2)
+    set_policy(registry, "min_requests_per_arm=10", "min_step_seconds=90")
+    now = now_after_start(registry, 76.2)
     traffic(registry.store, now - timedelta(seconds=5), canary=(400, 0))
     (run,) = Promoter(registry, clock=Clock(now)).run([MODEL])
     assert run.action == "hold", f"expected a hold on a young step: {run}"
-    assert "has run 16 s of 20 s" in run.reason, (
-        f"16 s of a 20 s step must not read as '0.3 min of 0.3 min': {run.reason}"
+    assert "has run 1 min 16 s of 1 min 30 s" in run.reason, (
+        f"76 s of a 90 s step must not read as '1.3 min of 1.5 min': {run.reason}"
     )
     line = _describe(run)
     assert line.count("hold") == 1, f"the action is printed more than once: {line}"
