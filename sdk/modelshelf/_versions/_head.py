@@ -84,7 +84,7 @@ def _majors(store: Store, name: str) -> int | None:
     """The highest MAJOR any manifest key has (``None``: too many to tell cheaply).
 
     A skip scan: one one-key listing per distinct MAJOR, each starting after every key of
-    the MAJOR found before (``versions/{M}.~`` sorts after all of them), so a registry with
+    the MAJOR found before (``versions/{M}.~~`` sorts after all of them), so a registry with
     a few MAJORs answers in a few tiny requests whatever its number of versions.
     """
     prefix = versions_prefix(name)
@@ -100,7 +100,10 @@ def _majors(store: Store, name: str) -> int | None:
             after = key  # a stray object: step over it
             continue
         highest = max(highest, int(major))
-        after = f"{prefix}{major}.~"
+        # '~' sorts after every character of a version key; doubled so that a store that
+        # asks its backend from one character earlier (S3Store, for SeaweedFS) still seeks
+        # past the whole MAJOR instead of filtering its keys page by page.
+        after = f"{prefix}{major}.~~"
     return None
 
 
