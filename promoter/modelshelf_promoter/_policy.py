@@ -63,6 +63,9 @@ _HINTS: dict[str, str] = {
     "latency_worse_ratio": "give a ratio >= the latency tolerances, e.g. 1.5",
     "latency_floor_ms": "give milliseconds >= 0, e.g. 5 (0 disables the floor)",
     "write_report": "give true or false",
+    "server_requests_factor": "give a factor >= 2, e.g. 10 (a server may report 10x the "
+    "fleet's median requests per window)",
+    "max_server_requests_per_second": "give requests per second > 0, or null for none",
 }
 
 
@@ -123,6 +126,11 @@ class PromotionPolicy(BaseModel):
     # After each run that judged a canary, replace {model}/report.html with the model's
     # report (modelshelf report), so a team shares one link. Needs the ui extra.
     write_report: bool = False
+    # Each server's requests per window are bounded by the fleet's (modelshelf_promoter.
+    # _volume): more than this factor times the median of the other servers is left out
+    # and reported; the absolute ceiling, when set, applies to every server and window.
+    server_requests_factor: float = Field(default=10.0, ge=2.0, le=1.0e6, allow_inf_nan=False)
+    max_server_requests_per_second: float | None = Field(default=None, gt=0.0, allow_inf_nan=False)
 
     @field_validator("steps")
     @classmethod

@@ -100,12 +100,14 @@ from modelshelf.metrics import (
     sketch_bins,
     sketch_gamma,
     summary_from_json,
+    summary_key,
 )
 
 from ._counts import WindowCounts
 from ._listing import list_arm
 from ._plausibility import ServerReport, ServerTotals, check_servers
 from ._time import utcnow
+from ._volume import VolumeState, bound_volume, close_windows
 
 __all__ = [
     "DEFAULT_LATENESS_SECONDS",
@@ -251,6 +253,7 @@ class CanaryCursor(BaseModel):
     servers: dict[str, ServerTotals] = Field(default_factory=dict)
     tail_keys: dict[str, list[int]] = Field(default_factory=dict)
     implausible_count: int = 0
+    volume: VolumeState = Field(default_factory=VolumeState)
 
     def matches(self, active: str, canary: str, canary_started_at: datetime) -> bool:
         """Whether this cursor belongs to the canary run described."""
@@ -305,6 +308,8 @@ class ReadReport(BaseModel):
             per request (skipped; their server is flagged).
         left_out: Objects of flagged servers this run did not merge.
         servers: Every server's totals and whether it is left out, and why.
+        volume_outliers: Objects this run left out because their server reported far
+            more requests in that window than the fleet (:mod:`._volume`).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -322,6 +327,7 @@ class ReadReport(BaseModel):
     seconds: float
     implausible: list[CorruptObject] = Field(default_factory=list)
     left_out: int = 0
+    volume_outliers: list[CorruptObject] = Field(default_factory=list)
     # Handed to the judge, recorded once in the decision (not twice in its record).
     servers: list[ServerReport] = Field(default_factory=list, exclude=True)
 
@@ -419,6 +425,8 @@ def read_metrics(
     lateness_seconds: float = DEFAULT_LATENESS_SECONDS,
     max_workers: int = DEFAULT_MAX_WORKERS,
     tolerances: dict[str, float] | None = None,
+    server_requests_factor: float = 10.0,
+    max_server_requests_per_second: float | None = None,
 ) -> tuple[CanaryCursor, ReadReport]:
     """Merge the metrics objects that arrived since ``cursor`` was written.
 
@@ -431,6 +439,9 @@ def read_metrics(
         max_workers: Parallel GETs.
         tolerances: Latency tolerance per quantile (``{"p95": 1.2, "p99": 1.2}``, the
             default) for the tail thresholds of the stratified latency test.
+        server_requests_factor: How many times the fleet's median rate a server may
+            report in a window before it is left out of it (:mod:`._volume`).
+        max_server_requests_per_second: An absolute ceiling per server, if any.
 
     Returns:
         The advanced cursor (a new object; ``cursor`` is not changed) and the report.
@@ -524,6 +535,20 @@ def read_metrics(
         for names in arm.open_windows.values():
             names.sort()
 
+    # Volume first: an outlier's objects count nowhere, not even in the share checks.
+    read_now, outliers, deferred = bound_volume(
+        read_now,
+        cursor.volume,
+        factor=server_requests_factor,
+        ceiling_rps=max_server_requests_per_second,
+        now=now,
+    )
+    volume_outliers = [CorruptObject(key=summary_key(s), error=why) for s, why in outliers]
+    for role, summary in deferred:  # not read yet, as far as the cursor knows
+        names = cursor.arms[role].open_windows.get(_window_text(summary.window_start), [])
+        name = summary_key(summary).rsplit("/", 1)[1]
+        if name in names:
+            names.remove(name)
     # Plausibility before merging: a server flagged by this run's objects is out of it too.
     for role, summary in read_now:
         if cursor.servers[summary.server_id].flagged is None:
@@ -556,6 +581,7 @@ def read_metrics(
     for arm in cursor.arms.values():
         for window in [w for w in arm.open_windows if _parse_window(w) < watermark]:
             arm.closed_windows[window] = len(arm.open_windows.pop(window))
+    close_windows(cursor.volume, [w for w in cursor.volume.open if _parse_window(w) < watermark])
     cursor.watermark = watermark
     cursor.corrupt_count += len(corrupt)
     room = MAX_CORRUPT_KEPT - len(cursor.corrupt)
@@ -582,6 +608,7 @@ def read_metrics(
         seconds=time.monotonic() - began,
         implausible=implausible[:MAX_CORRUPT_KEPT],
         left_out=left_out,
+        volume_outliers=volume_outliers[:MAX_CORRUPT_KEPT],
         servers=reports,
     )
     return cursor, report

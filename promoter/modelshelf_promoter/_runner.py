@@ -391,6 +391,8 @@ class Promoter:
             lateness_seconds=self.lateness_seconds,
             max_workers=self.max_workers,
             tolerances={"p95": policy.latency_p95_ratio, "p99": policy.latency_p99_ratio},
+            server_requests_factor=policy.server_requests_factor,
+            max_server_requests_per_second=policy.max_server_requests_per_second,
         )
         cursor.generation = aliases.generation
         cursor.step_started_at = step_started
