@@ -148,6 +148,9 @@ class ModelVersion(BaseModel):
     created_at: datetime
     created_by: str
     schema_change_allowed: bool = False
+    repaired_blobs: list[str] = Field(default_factory=list, exclude=True)
+    """Digests of stored blobs the push that returned this found bad and replaced (never
+    stored in the manifest)."""
 
     @property
     def ref(self) -> str:

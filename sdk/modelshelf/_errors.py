@@ -21,7 +21,8 @@ listed in the README and never reused::
     │   ├── ModelNotFoundError (21)
     │   ├── VersionNotFoundError (22)
     │   ├── AliasNotSetError (23)
-    │   └── KeyNotFoundError (24)        a store-level miss
+    │   ├── KeyNotFoundError (24)        a store-level miss
+    │   └── BlobsMissingError (25)       a version's blobs were collected; no alias may name it
     ├── ConflictError (30)               someone else won; re-read and decide again
     │   ├── VersionExistsError (31)
     │   ├── PreconditionFailedError (32) a conditional write lost (412 / file exists / etag moved)
@@ -55,6 +56,7 @@ __all__ = [
     "AccessDeniedError",
     "AliasNotSetError",
     "ApprovalRequiredError",
+    "BlobsMissingError",
     "CommitStateUnknownError",
     "ConfigurationError",
     "ConflictError",
@@ -217,6 +219,12 @@ class KeyNotFoundError(NotFoundError):
     """The store holds no object under this key."""
 
     exit_code = 24
+
+
+class BlobsMissingError(NotFoundError):
+    """A version whose blobs are gone (collected by gc, or deleted), so no alias may name it."""
+
+    exit_code = 25
 
 
 class ConflictError(ModelshelfError):

@@ -22,11 +22,11 @@ from ._aliases import (
     read_aliases,
     read_history,
 )
-from ._card import ModelCard, ModelVersion
+from ._card import FileEntry, ModelCard, ModelVersion
 from ._errors import InvalidBundleError, InvalidInputError, ModelNotFoundError
 from ._loaders import LoadOptions, choose_loader
 from ._refs import ModelRef, check_name, parse_ref
-from ._settings import cache_dir_setting, user_setting
+from ._settings import cache_dir_setting, gc_grace_setting, user_setting
 from ._stores import Store, open_store
 from ._trust import CARD_PATH, RESERVED_PATHS, SIGNATURE_FILE, PolicyInput, TrustOperations
 from ._versions import (
@@ -36,9 +36,11 @@ from ._versions import (
     GcPlan,
     Pusher,
     VersionDiff,
+    collected_versions,
     compare_versions,
     diff_versions,
     list_versions,
+    missing_blobs,
     model_summaries,
     plan_gc,
     read_head,
@@ -64,6 +66,9 @@ class Registry(AliasOperations, TrustOperations):
         trust_policy: A pinned trust policy (a :class:`TrustPolicy` or a policy file) that
             replaces the registry's ``trust.json``; default ``MODELSHELF_TRUST_POLICY``,
             else the registry's own.
+        gc_grace: Seconds between a gc run's condemnation and its re-read; pushes and alias
+            changes commit within half of it after checking for condemnations
+            (docs/design.md, "Retention"). Default ``MODELSHELF_GC_GRACE`` or 60.
         **store_options: For ``s3://`` URIs: ``client``, ``endpoint_url``, ``profile``...
     """
 
@@ -75,6 +80,7 @@ class Registry(AliasOperations, TrustOperations):
         user: str | None = None,
         max_workers: int = 8,
         trust_policy: PolicyInput = None,
+        gc_grace: float | None = None,
         **store_options: Any,
     ) -> None:
         self.store: Store = open_store(uri, **store_options)
@@ -82,6 +88,7 @@ class Registry(AliasOperations, TrustOperations):
         self.user = user_setting(user)
         self.max_workers = max_workers
         self._trust_pin = trust_policy
+        self.gc_grace = gc_grace_setting(gc_grace)
 
     @property
     def uri(self) -> str:
@@ -180,7 +187,9 @@ class Registry(AliasOperations, TrustOperations):
         private = load_private_key(sign_key, key_password) if sign_key is not None else None
         if private is not None and isinstance(source, str | os.PathLike):
             self._refuse_reserved(source)
-        pusher = Pusher(self.store, user=self.user, max_workers=self.max_workers)
+        pusher = Pusher(
+            self.store, user=self.user, max_workers=self.max_workers, gc_grace=self.gc_grace
+        )
         pushed = pusher.push(
             name,
             source,
@@ -429,11 +438,22 @@ class Registry(AliasOperations, TrustOperations):
         older_than: timedelta | None = None,
         orphan_grace: timedelta = timedelta(hours=1),
         dry_run: bool = True,
+        grace: float | None = None,
     ) -> GcPlan:
         """Delete blobs that no kept version references (a dry run unless ``dry_run=False``).
 
         A version is kept when it is among the ``keep_last`` newest, or younger than
-        ``older_than``, or was ever active or canary. Manifests are never deleted.
+        ``older_than``, or was ever active or canary. Manifests are never deleted. Deleting
+        condemns the candidates first, waits ``grace`` seconds, re-reads and deletes only
+        what is still unneeded (docs/design.md, "Retention"), so it takes at least a grace.
+
+        Args:
+            name: The model.
+            keep_last: The newest versions always kept.
+            older_than: Only versions older than this expire (``None``: any age).
+            orphan_grace: Unreferenced blobs younger than this are left alone.
+            dry_run: Only plan.
+            grace: Default the registry's ``gc_grace``.
 
         Returns:
             The plan: kept, protected and expired versions, blobs deleted and bytes freed.
@@ -441,17 +461,43 @@ class Registry(AliasOperations, TrustOperations):
         if keep_last < 0:
             # Refused before _ever_aliased may write its index (invariant 10).
             raise InvalidInputError(f"--keep-last must be 0 or more, not {keep_last}")
-        plan = plan_gc(
+        condemn_grace = gc_grace_setting(grace) if grace is not None else self.gc_grace
+        if dry_run:
+            return plan_gc(
+                self.store,
+                name,
+                protected=self._ever_aliased(name),
+                keep_last=keep_last,
+                older_than=older_than,
+                orphan_grace=orphan_grace,
+            )
+        return run_gc(
             self.store,
             name,
-            protected=self._ever_aliased(name),
+            protected=lambda: self._ever_aliased(name),
             keep_last=keep_last,
             older_than=older_than,
             orphan_grace=orphan_grace,
+            grace=condemn_grace,
+            who=self.user,
         )
-        if dry_run:
-            return plan
-        return run_gc(self.store, plan, orphan_grace=orphan_grace)
+
+    def missing_blobs(self, ref: str | ModelRef | ModelVersion) -> list[FileEntry]:
+        """The files of a version whose blobs are gone (collected by gc), one HEAD each."""
+        manifest = ref if isinstance(ref, ModelVersion) else self.get(ref)
+        return missing_blobs(self.store, manifest)
+
+    def collected(self, name: str, manifests: Sequence[ModelVersion] | None = None) -> set[str]:
+        """Versions of ``name`` with at least one blob gone, from one listing of its blobs.
+
+        Args:
+            name: The model.
+            manifests: Its manifests when already read (saves reading them again).
+        """
+        check_name(name)
+        if manifests is None:
+            manifests = [read_manifest(self.store, name, v) for v in self.versions(name)]
+        return collected_versions(self.store, name, manifests)
 
     def _ever_aliased(self, name: str) -> set[str]:
         """Every version that was ever ``active`` or ``canary`` (gc keeps them)."""

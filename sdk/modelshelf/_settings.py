@@ -41,6 +41,8 @@ __all__ = [
     "DEFAULT_REGISTRY",
     "cache_dir_setting",
     "endpoint_url_setting",
+    "gc_grace_setting",
+    "parse_seconds",
     "parse_bool",
     "parse_float",
     "parse_int",
@@ -119,6 +121,36 @@ def parse_bool(text: str, name: str) -> bool:
     if value in _FALSE:
         return False
     raise ConfigurationError(f"{name}={text!r} is not one of 1/0, true/false, yes/no, on/off")
+
+
+_SECONDS_RE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([smh]?)\s*$")
+_SECONDS_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0}
+DEFAULT_GC_GRACE = 60.0
+
+
+def parse_seconds(text: str, name: str) -> float:
+    """A positive duration: ``60``, ``0.05``, ``90s``, ``2m`` or ``1h``."""
+    match = _SECONDS_RE.match(text)
+    value = float(match.group(1)) * _SECONDS_UNITS[match.group(2)] if match else 0.0
+    if value <= 0:
+        raise ConfigurationError(
+            f"{name}={text!r} is not a positive duration such as 60, 0.5, 90s or 2m"
+        )
+    return value
+
+
+def gc_grace_setting(grace: float | None = None) -> float:
+    """gc's grace period in seconds: ``grace``, else ``MODELSHELF_GC_GRACE``, else 60.
+
+    Raises:
+        ConfigurationError: Not a positive number of seconds.
+    """
+    value = setting(grace, "MODELSHELF_GC_GRACE", DEFAULT_GC_GRACE, parse_seconds)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ConfigurationError(
+            f"the gc grace must be a positive number of seconds, not {value!r}"
+        )
+    return float(value)
 
 
 def registry_uri_setting(uri: str | None = None) -> str:

@@ -21,6 +21,7 @@ Keys are relative to the registry root (``s3://bucket/prefix`` or a folder)::
     _trust/history/{generation:012d}.json             every trust policy ever stored
     {model}/report.html                               the model's report, when the promoter
                                                       writes it (policy ``write_report``)
+    {model}/gc/{time}-{random}.json                   blobs a gc run in progress will delete
     _doctor/{random}/...                              scratch objects of ``modelshelf doctor``
 
 The functions here only build strings; the callers validate names and versions first
@@ -40,8 +41,10 @@ __all__ = [
     "blob_key",
     "blob_prefix",
     "blobs_root",
+    "condemnation_key",
     "decision_prefix",
     "ever_aliased_key",
+    "gc_prefix",
     "history_key",
     "history_prefix",
     "manifest_key",
@@ -188,3 +191,13 @@ def version_head_key(model: str) -> str:
 def ever_aliased_key(model: str) -> str:
     """Key of gc's hint: every version ever active or canary, and its history cursor."""
     return f"{model}/index/ever-aliased.json"
+
+
+def gc_prefix(model: str) -> str:
+    """The prefix of a model's condemnations (gc runs in progress; docs/design.md, "Retention")."""
+    return f"{model}/gc/"
+
+
+def condemnation_key(model: str, time: str, token: str) -> str:
+    """Key of one gc run's condemnation; ``time`` is ``%Y%m%dT%H%M%S%fZ`` (UTC)."""
+    return f"{gc_prefix(model)}{time}-{token}.json"

@@ -56,10 +56,15 @@ class PlainStore:
         return self.inner.put_file(key, path, mode=mode, sha256=sha256, progress=progress)
 
     def get_file(
-        self, key: str, dest: Path, *, progress: ProgressCallback | None = None
+        self,
+        key: str,
+        dest: Path,
+        *,
+        progress: ProgressCallback | None = None,
+        expected_size: int | None = None,
     ) -> ObjectInfo:
         self.calls.append("get_file")
-        return self.inner.get_file(key, dest, progress=progress)
+        return self.inner.get_file(key, dest, progress=progress, expected_size=expected_size)
 
     def list(
         self, prefix: str = "", *, start_after: str | None = None, limit: int | None = None

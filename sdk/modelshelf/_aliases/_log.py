@@ -28,6 +28,7 @@ from .._errors import (
     CorruptObjectError,
     InvalidAliasesError,
     KeyNotFoundError,
+    NotFoundError,
     PreconditionFailedError,
     PromotionConflictError,
     StoreError,
@@ -35,7 +36,8 @@ from .._errors import (
 )
 from .._refs import check_name, version_sort_key
 from .._stores import CREATE, IfMatch, Store
-from ..layout import aliases_key, history_key, history_prefix, manifest_key
+from .._versions import BlobCheck, read_manifest
+from ..layout import aliases_key, history_key, history_prefix
 from ._history import read_record
 from ._state import AliasAction, Aliases, HistoryRecord, SupersededRecord, parse_aliases
 
@@ -110,6 +112,7 @@ def apply_change(
     details: Mapping[str, Any] | None = None,
     allow_major: bool = False,
     expect_generation: int | None = None,
+    gc_grace: float = 60.0,
 ) -> HistoryRecord:
     """Apply one alias change linearizably and return its history record.
 
@@ -129,9 +132,12 @@ def apply_change(
             the caller looked at); otherwise raise ``PromotionConflictError`` and change
             nothing. Checked on every attempt, so a writer that wins the race in between
             makes this change refuse rather than land on top of it.
+        gc_grace: The grace gc runs use; the claim follows the blob check within half of
+            it (invariant 14).
 
     Raises:
         PromotionConflictError: ``expect_generation`` no longer holds.
+        BlobsMissingError: A version the change newly names has blobs gc collected.
     """
     check_name(name)
     for _ in range(_MAX_ATTEMPTS):
@@ -165,7 +171,8 @@ def apply_change(
         state = next_state(
             name, current, updates, user=user, reason=reason, now=now, generation=target
         )
-        _check_versions(store, name, state, allow_major)
+        blobs = _check_versions(store, name, state, current, allow_major, gc_grace)
+        blobs.before_claim()
         record = HistoryRecord(
             generation=state.generation,
             action=action,
@@ -205,6 +212,7 @@ def apply_change(
                     ) from exc
                 continue
         _swap(store, name, state, etag)
+        blobs.after_claim()
         return record
     raise CommitStateUnknownError(
         f"alias change on {name!r} kept losing races after {_MAX_ATTEMPTS} attempts"
@@ -263,18 +271,25 @@ def next_state(
     )
 
 
-def _check_versions(store: Store, name: str, state: Aliases, allow_major: bool) -> None:
+def _check_versions(
+    store: Store, name: str, state: Aliases, current: Aliases, allow_major: bool, grace: float
+) -> BlobCheck:
+    """Refuse versions that are not committed; return the blob check of the versions the
+    change newly names (a new active; the canary, whenever there is one; invariant 14)."""
+    manifests = []
     for role in ("active", "canary"):
         version = getattr(state, role)
         if version is None:
             continue
         try:
-            store.head(manifest_key(name, version))
-        except KeyNotFoundError as exc:
+            manifest = read_manifest(store, name, version)
+        except NotFoundError as exc:
             raise InvalidAliasesError(
                 f"cannot make {name}:{version} {role}: that version is not committed "
                 f"(push it first; 'modelshelf list {name}' shows the versions)"
             ) from exc
+        if role == "canary" or version != current.active:
+            manifests.append(manifest)
     if (
         state.canary
         and state.active
@@ -286,6 +301,7 @@ def _check_versions(store: Store, name: str, state: Aliases, allow_major: bool) 
             "a schema change cannot share traffic safely (pass allow_major=True / "
             "--allow-major if the server handles both)"
         )
+    return BlobCheck(store, name, manifests, grace)
 
 
 def resolve_alias(store: Store, name: str, alias: str) -> str:

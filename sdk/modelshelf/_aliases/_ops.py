@@ -44,6 +44,7 @@ class AliasOperations:
 
     store: Store
     user: str
+    gc_grace: float
 
     def aliases(self, name: str) -> Aliases:
         """The current aliases of ``name`` (all empty, generation 0, when never set)."""
@@ -284,6 +285,7 @@ class AliasOperations:
             details=details,
             allow_major=allow_major,
             expect_generation=expect_generation,
+            gc_grace=self.gc_grace,
         )
 
     def _apply(

@@ -11,6 +11,7 @@ from ._local import LocalStore
 from ._protocol import (
     CREATE,
     OVERWRITE,
+    ContentOutcome,
     IfMatch,
     ObjectInfo,
     ProgressCallback,
@@ -28,6 +29,7 @@ from ._uri import open_store
 __all__ = [
     "CREATE",
     "OVERWRITE",
+    "ContentOutcome",
     "IfMatch",
     "LocalStore",
     "ObjectInfo",

@@ -40,10 +40,11 @@ from .._errors import (
     PreconditionFailedError,
     StoreError,
 )
-from .._hashing import copy_and_hash, copy_range
+from .._hashing import copy_and_hash, copy_range, sha256_file
 from ._protocol import (
     CREATE,
     OVERWRITE,
+    ContentOutcome,
     IfMatch,
     ObjectInfo,
     ProgressCallback,
@@ -272,11 +273,18 @@ class LocalStore:
 
     @_translated("downloading")
     def get_file(
-        self, key: str, dest: Path, *, progress: ProgressCallback | None = None
+        self,
+        key: str,
+        dest: Path,
+        *,
+        progress: ProgressCallback | None = None,
+        expected_size: int | None = None,
     ) -> ObjectInfo:
-        with self._open(key) as src, open(dest, "wb") as out:
+        with self._open(key) as src:
             st = os.fstat(src.fileno())
-            _copy_fd(src.fileno(), out.fileno(), st.st_size, progress)
+            self._check_size(key, st.st_size, expected_size)
+            with open(dest, "wb") as out:
+                _copy_fd(src.fileno(), out.fileno(), st.st_size, progress)
         return ObjectInfo(key, st.st_size, _etag(st), datetime.fromtimestamp(st.st_mtime, UTC))
 
     @_translated("downloading")
@@ -286,17 +294,28 @@ class LocalStore:
         dest: Path,
         *,
         progress: ProgressCallback | None = None,
+        expected_size: int | None = None,
     ) -> tuple[ObjectInfo, str]:
         """Like :meth:`get_file`, also returning the sha256 of the bytes written to ``dest``.
 
         The :class:`~modelshelf._stores.SupportsHashedGet` capability: the hash runs over
         ``dest`` right behind the in-kernel copy instead of in a second pass.
         """
-        with self._open(key) as src, open(dest, "w+b") as out:
+        with self._open(key) as src:
             st = os.fstat(src.fileno())
-            digest = copy_and_hash(src.fileno(), out.fileno(), st.st_size, progress=progress)
+            self._check_size(key, st.st_size, expected_size)
+            with open(dest, "w+b") as out:
+                digest = copy_and_hash(src.fileno(), out.fileno(), st.st_size, progress=progress)
         info = ObjectInfo(key, st.st_size, _etag(st), datetime.fromtimestamp(st.st_mtime, UTC))
         return info, digest
+
+    def _check_size(self, key: str, size: int, expected: int | None) -> None:
+        # Downloads are bounded by the manifest (invariant 2): refuse before copying a byte.
+        if expected is not None and size != expected:
+            raise IntegrityError(
+                f"{key!r} in {self.uri} holds {size} bytes where the manifest declares "
+                f"{expected}; nothing was copied (run 'modelshelf verify' and re-push)"
+            )
 
     def _open(self, key: str) -> BinaryIO:
         path = self._path(key)
@@ -406,25 +425,45 @@ class LocalStore:
         path: Path,
         *,
         progress: ProgressCallback | None = None,
-    ) -> tuple[str, bool]:
+    ) -> tuple[str, ContentOutcome]:
         """Store a file under a key named by its own sha256, reading it once.
 
         The :class:`~modelshelf._stores.SupportsContentAddressedPut` capability: the file is copied
         into the store's staging area while the copy is hashed, then linked to
         ``key_for(sha256)`` if absent. (S3 stores hash first instead; moving an object into
-        place there would cost a second upload.)
+        place there would cost a second upload.) A file already under the key is hashed
+        again before it is trusted (docs/design.md, invariant 1); one that does not match is
+        replaced by the staged copy, which does.
 
         Returns:
-            The hex sha256 and whether this call created the object (``False``: the store
-            already held it, so these bytes were dropped).
+            The hex sha256 and ``created``, ``verified`` (the stored file matched; these
+            bytes were dropped) or ``replaced``.
         """
         tmp, digest = self._stage(path, progress)
         try:
             key = key_for(digest)
-            self._commit(key, self._path(key), tmp, CREATE)
-            return digest, True
-        except PreconditionFailedError:
-            return digest, False  # the key names the content: the same bytes are there
+            target = self._path(key)
+            for _ in range(3):
+                try:
+                    self._commit(key, target, tmp, CREATE)
+                    return digest, "created"
+                except PreconditionFailedError:
+                    pass
+                try:
+                    current = target.stat()
+                    stored = sha256_file(target)
+                except FileNotFoundError:
+                    continue  # deleted meanwhile (gc): create it again
+                if stored == digest:
+                    return digest, "verified"
+                try:
+                    self._commit(key, target, tmp, IfMatch(_etag(current)))
+                    return digest, "replaced"
+                except PreconditionFailedError:
+                    continue  # changed meanwhile: look again
+            raise PreconditionFailedError(
+                f"{key!r} kept changing in {self.uri} while it was stored"
+            )
         finally:
             tmp.unlink(missing_ok=True)
 
@@ -447,10 +486,18 @@ class LocalStore:
     def _commit(self, key: str, path: Path, tmp: Path, mode: PutMode) -> str:
         path.parent.mkdir(parents=True, exist_ok=True)
         if mode == CREATE:
-            try:
-                os.link(tmp, path)
-            except FileExistsError as exc:
-                raise PreconditionFailedError(f"{key!r} already exists in {self.uri}") from exc
+            for attempt in range(10):
+                try:
+                    os.link(tmp, path)
+                    break
+                except FileExistsError as exc:
+                    raise PreconditionFailedError(f"{key!r} already exists in {self.uri}") from exc
+                except FileNotFoundError:
+                    # A delete of the last key in the folder removed it between our mkdir
+                    # and the link (gc deleting a blob): make it again.
+                    if attempt == 9 or not tmp.exists():
+                        raise
+                    path.parent.mkdir(parents=True, exist_ok=True)
         elif mode == OVERWRITE:
             os.replace(tmp, path)
         elif isinstance(mode, IfMatch):

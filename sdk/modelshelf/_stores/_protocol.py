@@ -30,6 +30,7 @@ from .._errors import InvalidKeyError
 
 __all__ = [
     "CREATE",
+    "ContentOutcome",
     "SupportsContentAddressedPut",
     "SupportsHashedGet",
     "SupportsListFolders",
@@ -46,6 +47,9 @@ __all__ = [
 
 ProgressCallback = Callable[[int], None]
 """Called with the number of bytes just transferred."""
+
+ContentOutcome = Literal["created", "verified", "replaced"]
+"""What a content-addressed put did with the key."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,10 @@ class ObjectInfo:
     size: int
     etag: str
     last_modified: datetime | None = None
+    sha256: str | None = None
+    """The content digest the writer declared (S3 ``x-amz-meta-sha256``), from a HEAD."""
+    checksum_sha256: str | None = None
+    """The full-object SHA-256 the store computed and checked itself (S3 checksums), hex."""
 
 
 @dataclass(frozen=True)
@@ -142,9 +150,23 @@ class Store(Protocol):
         ...
 
     def get_file(
-        self, key: str, dest: Path, *, progress: ProgressCallback | None = None
+        self,
+        key: str,
+        dest: Path,
+        *,
+        progress: ProgressCallback | None = None,
+        expected_size: int | None = None,
     ) -> ObjectInfo:
-        """Download an object into ``dest`` (created or truncated)."""
+        """Download an object into ``dest`` (created or truncated).
+
+        Args:
+            key: The object key.
+            dest: The local file.
+            progress: Called with byte counts.
+            expected_size: The size the caller was promised (a manifest's); an object of
+                another size raises ``IntegrityError`` before a byte is written, and no more
+                than this many bytes are ever written.
+        """
         ...
 
     def list(
@@ -187,11 +209,15 @@ class SupportsContentAddressedPut(Protocol):
         path: Path,
         *,
         progress: ProgressCallback | None = None,
-    ) -> tuple[str, bool]:
-        """Store ``path`` under ``key_for(sha256)`` unless that key exists.
+    ) -> tuple[str, ContentOutcome]:
+        """Store ``path`` under ``key_for(sha256)`` unless that key holds those bytes.
+
+        An object already under the key is hashed again: when it does not match (bit rot, a
+        hostile writer) it is replaced by the file's bytes, which hash to the key.
 
         Returns:
-            The hex sha256 of the file and whether this call created the object.
+            The hex sha256 of the file and what happened: ``created``, ``verified`` (the
+            stored object matched) or ``replaced``.
         """
         ...
 
@@ -201,7 +227,12 @@ class SupportsHashedGet(Protocol):
     """A store that hashes a download as it writes it."""
 
     def get_file_hashed(
-        self, key: str, dest: Path, *, progress: ProgressCallback | None = None
+        self,
+        key: str,
+        dest: Path,
+        *,
+        progress: ProgressCallback | None = None,
+        expected_size: int | None = None,
     ) -> tuple[ObjectInfo, str]:
         """Like :meth:`Store.get_file`, also returning the sha256 of the bytes written."""
         ...

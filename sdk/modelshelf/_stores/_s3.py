@@ -409,12 +409,22 @@ class S3Store:
         return result
 
     def head(self, key: str) -> ObjectInfo:
-        response = self._head_raw(key)
+        full = self._full(key)
+        # ChecksumMode: S3 returns the SHA-256 it checked on upload (a push verifies a blob
+        # it reuses against it; docs/design.md, invariant 1).
+        response: dict[str, Any] = self._with_retries(
+            f"read {self._where(key)}",
+            lambda: self._client.head_object(
+                Bucket=self._bucket, Key=full, ChecksumMode="ENABLED"
+            ),
+        )
         return ObjectInfo(
             key=key,
             size=int(response["ContentLength"]),
             etag=_etag(response["ETag"]),
             last_modified=response.get("LastModified"),
+            sha256=response.get("Metadata", {}).get(_META_SHA256),
+            checksum_sha256=_full_object_sha256(response),
         )
 
     def list(
@@ -530,25 +540,41 @@ class S3Store:
                 return
 
     def get_file(
-        self, key: str, dest: Path, *, progress: ProgressCallback | None = None
+        self,
+        key: str,
+        dest: Path,
+        *,
+        progress: ProgressCallback | None = None,
+        expected_size: int | None = None,
     ) -> ObjectInfo:
-        info, _ = self._download(key, Path(dest), progress, hashed=False)
+        info, _ = self._download(key, Path(dest), progress, hashed=False, expected=expected_size)
         return info
 
     def get_file_hashed(
-        self, key: str, dest: Path, *, progress: ProgressCallback | None = None
+        self,
+        key: str,
+        dest: Path,
+        *,
+        progress: ProgressCallback | None = None,
+        expected_size: int | None = None,
     ) -> tuple[ObjectInfo, str]:
         """Like :meth:`get_file`, also returning the sha256 of the bytes written.
 
         The bytes are hashed in order as they arrive from the parallel ranged GETs (a
         bounded reorder buffer holds what comes early), so the file is never read back.
         """
-        info, digest = self._download(key, Path(dest), progress, hashed=True)
+        info, digest = self._download(key, Path(dest), progress, hashed=True, expected=expected_size)
         assert digest is not None
         return info, digest
 
     def _download(
-        self, key: str, dest: Path, progress: ProgressCallback | None, *, hashed: bool
+        self,
+        key: str,
+        dest: Path,
+        progress: ProgressCallback | None,
+        *,
+        hashed: bool,
+        expected: int | None = None,
     ) -> tuple[ObjectInfo, str | None]:
         """One GET of the first range (size and etag from its answer), then the rest in
         parallel ranges with If-Match on that etag; every chunk written once where it goes.
@@ -556,10 +582,16 @@ class S3Store:
         full = self._full(key)
         action = f"download {self._where(key)}"
         span = self._range_size
-        response = self._with_retries(action, lambda: self._get_first(full, span))
+        # Bounded by the manifest (invariant 2): the first range asks for no more than the
+        # declared size, and an object of another size is refused before a byte is written.
+        first_span = min(span, expected) if expected else span
+        response = self._with_retries(action, lambda: self._get_first(full, first_span))
         etag = _etag(response["ETag"])
         modified = response.get("LastModified")
         total, first_end = _content_range(response)
+        if expected is not None and total != expected:
+            response["Body"].close()
+            raise _size_error(self._where(key), total, expected)
         hasher = InOrderHasher(self._concurrency * span) if hashed else None
         fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
         try:
@@ -956,3 +988,26 @@ def _hash_file(path: Path) -> str:
         while chunk := fh.read(8 * MiB):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def _full_object_sha256(response: dict[str, Any]) -> str | None:
+    """The hex SHA-256 S3 checked over the whole object, if the HEAD carries one.
+
+    Multipart objects carry a checksum of their parts' checksums (``...-N``), which is not
+    the content's digest; those count as having none.
+    """
+    value = response.get("ChecksumSHA256")
+    if not value or "-" in value or response.get("ChecksumType", "FULL_OBJECT") != "FULL_OBJECT":
+        return None
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except ValueError:
+        return None
+    return raw.hex() if len(raw) == 32 else None
+
+
+def _size_error(where: str, actual: object, expected: int) -> IntegrityError:
+    return IntegrityError(
+        f"{where} holds {actual} bytes where the manifest declares {expected}; nothing more "
+        "was downloaded (run 'modelshelf verify' and re-push)"
+    )

@@ -6,6 +6,7 @@ composes it (docs/design.md, "Layers").
 
 from __future__ import annotations
 
+from ._blobs import BlobCheck, collected_versions, missing_blobs
 from ._cache import BlobCache, default_cache_dir
 from ._catalog import ModelSummary, model_summaries
 from ._compare import Comparison, VersionDiff, compare_versions, diff_versions
@@ -20,6 +21,7 @@ __all__ = [
     "JOBLIB_NAME",
     "BlobCache",
     "Comparison",
+    "BlobCheck",
     "Fetcher",
     "GcPlan",
     "Head",
@@ -29,11 +31,13 @@ __all__ = [
     "VersionDiff",
     "collect_source",
     "compare_versions",
+    "collected_versions",
     "default_cache_dir",
     "diff_versions",
     "joblib_entry",
     "list_versions",
     "model_summaries",
+    "missing_blobs",
     "newest_versions",
     "parse_age",
     "plan_gc",

@@ -5,20 +5,26 @@ version number from ever being reused with other content. Blobs are deleted only
 kept version references them; a version that was ever ``active`` or ``canary`` (per the
 alias history) is always kept. Unreferenced blobs younger than ``orphan_grace`` are left
 alone, because a push in flight uploads its blobs before it commits its manifest.
+
+Deleting is mark, wait, re-read, sweep (invariant 13): candidates are condemned first, the
+run waits ``grace``, re-reads what was committed or aliased meanwhile, and deletes only what
+is still unneeded, within a sweep window; writers look for condemnations before they commit.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from .._card import utcnow
-from .._errors import InvalidInputError
+from .._card import ModelVersion, utcnow
+from .._errors import InvalidInputError, KeyNotFoundError
 from .._refs import check_name, version_sort_key
 from .._stores import Store, SupportsStaleUploads
 from ..layout import blob_prefix, blobs_root
 from ._manifests import digests_in, list_versions, read_manifests
+from ._retention import Clock, Sleep, read_condemnations, stale, write_condemnation
 
 __all__ = ["GcPlan", "parse_age", "plan_gc", "run_gc"]
 
@@ -54,6 +60,11 @@ class GcPlan:
     corrupt_versions: list[str] = field(default_factory=list)
     """Versions whose manifest does not validate: skipped, and every blob whose digest
     appears in their bytes kept."""
+    spared_blobs: list[str] = field(default_factory=list)
+    """Candidates a re-read found needed again (a version committed or aliased meanwhile)."""
+    rounds: int = 0
+    """Condemn-wait-sweep rounds the deletion took."""
+    _manifests: dict[str, ModelVersion] = field(default_factory=dict, repr=False)
 
     @property
     def bytes_freed(self) -> int:
@@ -91,7 +102,9 @@ def plan_gc(
     manifests, corrupt = read_manifests(store, name, versions)
     ever_aliased = set(protected)
 
-    plan = GcPlan(name=name, corrupt_versions=sorted(corrupt, key=version_sort_key))
+    plan = GcPlan(
+        name=name, corrupt_versions=sorted(corrupt, key=version_sort_key), _manifests=manifests
+    )
     recent = set(versions[-keep_last:]) if keep_last else set()
     for version in versions:
         if version in corrupt:
@@ -128,11 +141,138 @@ def plan_gc(
     return plan
 
 
-def run_gc(store: Store, plan: GcPlan, *, orphan_grace: timedelta) -> GcPlan:
-    """Delete what ``plan`` lists and abort stale multipart uploads."""
-    for key, _ in plan.delete_blobs:
-        store.delete(key)
+_MAX_ROUNDS = 20
+
+
+def run_gc(
+    store: Store,
+    name: str,
+    *,
+    protected: Callable[[], Iterable[str]],
+    keep_last: int = 10,
+    older_than: timedelta | None = None,
+    orphan_grace: timedelta = timedelta(hours=1),
+    grace: float,
+    who: str,
+    clock: Clock = time.monotonic,
+    sleep: Sleep = time.sleep,
+) -> GcPlan:
+    """Plan, then delete by mark, wait, re-read, sweep (docs/design.md, "Retention").
+
+    Args:
+        store: The registry's store.
+        name: The model.
+        protected: Returns every version ever ``active`` or ``canary`` (history records,
+            claimed or installed, and the current aliases); called for each plan and again
+            at each re-read, so an alias change made meanwhile protects its version.
+        keep_last: As for :func:`plan_gc`.
+        older_than: As for :func:`plan_gc`.
+        orphan_grace: As for :func:`plan_gc`.
+        grace: Seconds between the condemnation and the re-read (the sweep window is as long).
+        who: Recorded in the condemnation.
+        clock: Monotonic seconds, for tests.
+        sleep: How to wait, for tests.
+
+    Returns:
+        The first round's plan, with ``delete_blobs`` what was deleted over all rounds.
+    """
+    result: GcPlan | None = None
+    deleted: list[tuple[str, int]] = []
+    spared: list[str] = []
+    for round_number in range(1, _MAX_ROUNDS + 1):
+        plan = plan_gc(
+            store,
+            name,
+            protected=protected(),
+            keep_last=keep_last,
+            older_than=older_than,
+            orphan_grace=orphan_grace,
+        )
+        if result is None:
+            result = plan
+        result.rounds = round_number
+        gone, kept, left = _one_round(store, plan, protected, grace, who, clock, sleep)
+        deleted += gone
+        spared += kept
+        if not left:
+            break
+    assert result is not None
+    gone_keys = {key for key, _ in deleted}
+    result.delete_blobs = deleted
+    result.spared_blobs = spared
+    result.orphan_blobs = [key for key in result.orphan_blobs if key in gone_keys]
     if isinstance(store, SupportsStaleUploads):
-        plan.stale_uploads = store.abort_stale_uploads(blobs_root(plan.name), orphan_grace)
-    plan.deleted = True
-    return plan
+        result.stale_uploads = store.abort_stale_uploads(blobs_root(name), orphan_grace)
+    result.deleted = True
+    return result
+
+
+def _digest(key: str) -> str:
+    return key.rsplit("/", 1)[-1]
+
+
+def _one_round(
+    store: Store,
+    plan: GcPlan,
+    protected: Callable[[], Iterable[str]],
+    grace: float,
+    who: str,
+    clock: Clock,
+    sleep: Sleep,
+) -> tuple[list[tuple[str, int]], list[str], list[tuple[str, int]]]:
+    """One condemn-wait-re-read-sweep round: (deleted, spared, left for the next round)."""
+    if not plan.delete_blobs:
+        return [], [], []
+    name = plan.name
+    t0 = clock()  # before the write: the condemnation is visible only after this
+    key = write_condemnation(
+        store, name, (_digest(k) for k, _ in plan.delete_blobs), who=who, grace=grace
+    )
+    try:
+        _drop_stale_condemnations(store, name, key)
+        remaining = grace - (clock() - t0)
+        if remaining > 0:
+            sleep(remaining)
+        needed = _needed_now(store, plan, protected)
+        survivors = [(k, size) for k, size in plan.delete_blobs if _digest(k) not in needed]
+        spared = [k for k, _ in plan.delete_blobs if _digest(k) in needed]
+        deleted: list[tuple[str, int]] = []
+        for index, (blob, size) in enumerate(survivors):
+            if clock() >= t0 + 2 * grace:
+                return deleted, spared, survivors[index:]  # the sweep window is over
+            store.delete(blob)
+            deleted.append((blob, size))
+        return deleted, spared, []
+    finally:
+        # Also when interrupted: none of this run's deletes is in flight once we are here.
+        store.delete(key)
+
+
+def _needed_now(store: Store, plan: GcPlan, protected: Callable[[], Iterable[str]]) -> set[str]:
+    """Digests some version outside the plan's expired set needs now (the re-read)."""
+    name = plan.name
+    known = set(plan._manifests) | set(plan.corrupt_versions)
+    new = [v for v in list_versions(store, name) if v not in known]  # committed meanwhile
+    fresh, corrupt = read_manifests(store, name, new)
+    manifests = {**plan._manifests, **fresh}
+    expired = set(plan.expired_versions) - set(protected())
+    needed = {
+        entry.sha256
+        for version, manifest in manifests.items()
+        if version not in expired
+        for entry in manifest.files
+    }
+    for version in corrupt:
+        needed |= digests_in(store, name, version)
+    return needed
+
+
+def _drop_stale_condemnations(store: Store, name: str, own_key: str) -> None:
+    """Delete condemnations whose runs died, judged by the store's clock against our own."""
+    try:
+        own = store.head(own_key)
+    except KeyNotFoundError:
+        return
+    for entry in read_condemnations(store, name):
+        if entry.key != own_key and stale(entry, own):
+            store.delete(entry.key)

@@ -2,13 +2,16 @@
 
 A version is visible whole or not at all (docs/design.md, invariant 1): every blob is
 written before the manifest that names it, and the manifest is committed with
-create-if-absent, so exactly one writer gets each version number.
+create-if-absent, so exactly one writer gets each version number. Before the commit the
+push checks that no gc run has condemned a blob it needs (invariant 13), and a blob the
+store already held is verified, and replaced when it is bad, before it is reused.
 """
 
 from __future__ import annotations
 
+import logging
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -16,6 +19,7 @@ from typing import Any
 from .._card import FileEntry, ModelCard, ModelVersion, card_from_input, utcnow
 from .._errors import (
     CorruptObjectError,
+    IntegrityError,
     InvalidCardError,
     InvalidVersionError,
     KeyNotFoundError,
@@ -26,17 +30,20 @@ from .._errors import (
 )
 from .._hashing import sha256_file
 from .._refs import bump_version, check_name, parse_version, version_sort_key
-from .._stores import CREATE, Store, SupportsContentAddressedPut
+from .._stores import CREATE, IfMatch, ObjectInfo, Store, SupportsContentAddressedPut
 from ..layout import blob_key, manifest_key
 from ._head import Head, claim_head, manifest_exists, read_head
 from ._manifests import SKIPPED, list_versions, read_manifest
 from ._presence import BlobPresence
+from ._retention import CondemnationGuard
 from ._sources import SourceFile, check_unchanged, collect_source
 
 __all__ = ["Pusher"]
 
 Progress = Callable[[int], None]
 _MAX_BUMP_ATTEMPTS = 64
+_MAX_REPLACE_ATTEMPTS = 3
+logger = logging.getLogger("modelshelf")
 
 
 def _reconcile_card(
@@ -84,12 +91,17 @@ class Pusher:
         store: Where the versions go.
         user: Recorded as the manifest's ``created_by``.
         max_workers: Parallel blob uploads.
+        gc_grace: The grace gc runs use; the manifest is committed within half of it after
+            checking for condemnations (docs/design.md, "Retention").
     """
 
-    def __init__(self, store: Store, *, user: str, max_workers: int = 8) -> None:
+    def __init__(
+        self, store: Store, *, user: str, max_workers: int = 8, gc_grace: float = 60.0
+    ) -> None:
         self.store = store
         self.user = user
         self.max_workers = max_workers
+        self.gc_grace = gc_grace
 
     def push(
         self,
@@ -125,30 +137,41 @@ class Pusher:
             )
             if existing is not None:
                 return existing
-            entries, reused = self._upload_blobs(name, files, progress)
+            entries, repaired = self._upload_blobs(name, files, progress)
             check_unchanged(files)  # a file written to meanwhile never becomes a version
+            local = {entry.sha256: f.local for f, entry in zip(files, entries, strict=True)}
+
+            def put_back(digests: Collection[str]) -> None:
+                self._put_back(name, local, digests)
+
+            # Invariant 13: commit only blobs no gc run in progress has condemned, within
+            # half a grace of looking; a slower commit looks again and puts back.
+            guard = CondemnationGuard(self.store, name, self.gc_grace)
+            guard.before_commit(set(local), put_back)
             manifest = self._commit(
                 name, the_card, entries, version, bump, allow_schema_change, head
             )
-            self._repair_reused(name, files, entries, reused)
-            return manifest
+            guard.after_commit(set(local), put_back)
+            if repaired:
+                logger.warning(
+                    "%s: replaced %d stored blob(s) whose bytes did not match their digest: %s",
+                    manifest.ref,
+                    len(repaired),
+                    ", ".join(sorted(repaired)),
+                )
+            return manifest.model_copy(update={"repaired_blobs": sorted(repaired)})
 
-    def _repair_reused(
-        self, name: str, files: list[SourceFile], entries: list[FileEntry], reused: set[str]
-    ) -> None:
-        # A concurrent gc may have deleted a blob this push found and reused; put it back so
-        # the committed version is whole (gc only deletes blobs no committed version needs).
-        for f, entry in zip(files, entries, strict=True):
-            if entry.sha256 not in reused:
-                continue
-            key = blob_key(name, entry.sha256)
+    def _put_back(self, name: str, local: dict[str, Path], digests: Collection[str]) -> None:
+        """Upload again every blob of ``digests`` that is gone (a gc run deleted it)."""
+        for digest in digests:
+            key = blob_key(name, digest)
             try:
                 self.store.head(key)
             except KeyNotFoundError:
                 try:
-                    self.store.put_file(key, f.local, mode=CREATE, sha256=entry.sha256)
+                    self.store.put_file(key, local[digest], mode=CREATE, sha256=digest)
                 except PreconditionFailedError:
-                    pass
+                    pass  # another writer put the same bytes back
 
     def _precheck(
         self,
@@ -181,13 +204,15 @@ class Pusher:
     def _upload_blobs(
         self, name: str, files: list[SourceFile], progress: Progress | None
     ) -> tuple[list[FileEntry], set[str]]:
+        """Store every blob (or verify the stored one); returns the entries and the digests
+        of stored blobs that were bad and replaced."""
         seen_paths = set()
         for f in files:
             if f.path in seen_paths:
                 raise SourceError(f"two files map to the same path {f.path!r}")
             seen_paths.add(f.path)
 
-        reused: set[str] = set()
+        repaired: set[str] = set()
 
         # A store that can hash a file while it stores it (LocalStore) reads it only once.
         store = self.store
@@ -196,31 +221,71 @@ class Pusher:
 
         def one(f: SourceFile) -> FileEntry:
             if isinstance(store, SupportsContentAddressedPut):
-                digest, created = store.put_file_content_addressed(
+                digest, outcome = store.put_file_content_addressed(
                     lambda d: blob_key(name, d), f.local, progress=progress
                 )
-                if not created:
-                    reused.add(digest)
+                if outcome == "replaced":
+                    repaired.add(digest)
                 return FileEntry(path=f.path, size=f.size, sha256=digest)
             digest = sha256_file(f.local)
-            key = blob_key(name, digest)
-            try:
-                presence.head(key)
-                reused.add(digest)
-                if progress is not None:
-                    progress(f.size)
-            except KeyNotFoundError:
-                try:
-                    self.store.put_file(key, f.local, mode=CREATE, sha256=digest, progress=progress)
-                except PreconditionFailedError:
-                    pass  # another writer stored the same bytes under the same digest
+            if self._store_verified(blob_key(name, digest), f, digest, progress, presence):
+                repaired.add(digest)
             return FileEntry(path=f.path, size=f.size, sha256=digest)
 
         workers = max(1, min(self.max_workers, len(files)))
         if workers == 1:
-            return [one(f) for f in files], reused
+            return [one(f) for f in files], repaired
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            return list(pool.map(one, files)), reused
+            return list(pool.map(one, files)), repaired
+
+    def _store_verified(
+        self,
+        key: str,
+        f: SourceFile,
+        digest: str,
+        progress: Progress | None,
+        presence: BlobPresence,
+    ) -> bool:
+        """Make ``key`` hold ``f``'s bytes; returns whether a bad stored object was replaced.
+
+        A stored object is reused only when the digest the store vouches for (its HEAD: a
+        listing says nothing about content) equals the key (invariant 1); otherwise it is
+        replaced by our bytes, which hash to the key, with If-Match on the bad object so a
+        concurrent repair is not undone.
+        """
+        replaced = False
+        try:
+            presence.head(key)  # absent per the listing: upload without a HEAD
+        except KeyNotFoundError:
+            try:
+                self.store.put_file(key, f.local, mode=CREATE, sha256=digest, progress=progress)
+                return False
+            except PreconditionFailedError:
+                pass  # another writer stored it first: verify theirs
+        for _ in range(_MAX_REPLACE_ATTEMPTS):
+            try:
+                info = self.store.head(key)
+            except KeyNotFoundError:
+                try:
+                    self.store.put_file(key, f.local, mode=CREATE, sha256=digest, progress=progress)
+                    return replaced
+                except PreconditionFailedError:
+                    continue  # another writer stored it first: verify theirs
+            if _vouched(info) == digest and info.size == f.size:
+                if progress is not None and not replaced:
+                    progress(f.size)
+                return replaced
+            try:
+                self.store.put_file(
+                    key, f.local, mode=IfMatch(info.etag), sha256=digest, progress=progress
+                )
+                replaced = True
+            except PreconditionFailedError:
+                continue  # it changed meanwhile: look again
+        raise IntegrityError(
+            f"{key!r} in {self.store.uri} kept changing while this push tried to store a "
+            f"verified copy ({_MAX_REPLACE_ATTEMPTS} attempts); nothing was committed, try again"
+        )
 
     def _commit(
         self,
@@ -395,3 +460,8 @@ def _free_bumps(highest: str) -> list[str]:
         except InvalidVersionError:
             continue  # that part is at the grammar's end
     return free or ["none above " + highest]
+
+
+def _vouched(info: ObjectInfo) -> str | None:
+    """The digest a store vouches for: its own checksum when it has one, else the metadata."""
+    return info.checksum_sha256 or info.sha256
