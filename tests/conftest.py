@@ -68,6 +68,9 @@ def _aws_test_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         mp.setenv("AWS_CONFIG_FILE", str(empty))
         mp.setenv("AWS_SHARED_CREDENTIALS_FILE", str(empty))
         mp.setenv("AWS_EC2_METADATA_DISABLED", "true")
+        # gc waits this long between condemning and deleting (60 s by default); tests that
+        # need another grace pass one.
+        mp.setenv("MODELSHELF_GC_GRACE", "0.05")
         yield
 
 

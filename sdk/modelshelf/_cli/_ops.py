@@ -6,7 +6,8 @@ import click
 from rich.table import Table
 from rich.text import Text
 
-from .._errors import ConfigurationError
+from .._errors import ConfigurationError, InvalidInputError
+from .._settings import parse_seconds
 from .._stores._doctor import run_doctor
 from .._versions import parse_age
 from ._app import AppState, cli, emit_json, human_size, json_option, pass_state, plural
@@ -64,6 +65,13 @@ def doctor(state: AppState, as_json: bool) -> None:
     show_default=True,
     help="Leave unreferenced blobs younger than this (pushes in flight).",
 )
+@click.option(
+    "--grace",
+    "grace_text",
+    default=None,
+    help="Wait this long between condemning blobs and deleting them (60s, 2m; default "
+    "MODELSHELF_GC_GRACE or 60s).",
+)
 @click.option("--dry-run/--yes", "dry_run", default=True, help="Only show (default) or delete.")
 @json_option
 @pass_state
@@ -73,14 +81,30 @@ def gc(
     keep_last: int,
     older_than: str | None,
     orphan_grace: str,
+    grace_text: str | None,
     dry_run: bool,
     as_json: bool,
 ) -> None:
-    """Delete blobs no kept version needs (versions ever active or canary are kept)."""
+    """Delete blobs no kept version needs (versions ever active or canary are kept).
+
+    With --yes the blobs are first condemned, then deleted after the grace period once a
+    re-read confirms no version committed or aliased meanwhile needs them.
+    """
     age = parse_age(older_than) if older_than else None
     grace = parse_age(orphan_grace)
+    condemn_grace = None
+    if grace_text is not None:
+        try:
+            condemn_grace = parse_seconds(grace_text, "--grace")
+        except ConfigurationError as exc:
+            raise InvalidInputError(str(exc)) from None
     plan = state.registry.gc(
-        name, keep_last=keep_last, older_than=age, orphan_grace=grace, dry_run=dry_run
+        name,
+        keep_last=keep_last,
+        older_than=age,
+        orphan_grace=grace,
+        dry_run=dry_run,
+        grace=condemn_grace,
     )
     if as_json:
         emit_json(
@@ -92,6 +116,7 @@ def gc(
                 "expired_versions": plan.expired_versions,
                 "blobs": [key for key, _ in plan.delete_blobs],
                 "orphan_blobs": plan.orphan_blobs,
+                "spared_blobs": plan.spared_blobs,
                 "bytes_freed": plan.bytes_freed,
                 "stale_uploads": plan.stale_uploads,
                 "corrupt_versions": plan.corrupt_versions,
@@ -112,3 +137,8 @@ def gc(
         f"{plural(plan.stale_uploads, 'stale multipart upload')}"
         + (" (run with --yes to delete)" if dry_run else " aborted")
     )
+    if plan.spared_blobs:
+        state.console.print(
+            f"spared {len(plan.spared_blobs)} condemned blobs that a version committed or "
+            "aliased meanwhile needs"
+        )

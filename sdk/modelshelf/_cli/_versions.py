@@ -132,8 +132,14 @@ def push(
         )
     # An identical re-push returns the version committed earlier instead of a new one.
     created = pushed.created_at >= started
+    for digest in pushed.repaired_blobs:
+        click.echo(
+            f"warning: the stored blob {digest} did not match its digest and was replaced "
+            "with this push's bytes",
+            err=True,
+        )
     if as_json:
-        extra: dict[str, Any] = {"created": created}
+        extra: dict[str, Any] = {"created": created, "repaired_blobs": pushed.repaired_blobs}
         if sign_key is not None:
             extra["signatures"] = signature_rows(state.registry.signatures(pushed.ref))
         emit_json({**pushed.model_dump(mode="json"), **extra})
@@ -204,6 +210,8 @@ def list_command(
 
     with ThreadPoolExecutor(max(1, min(16, len(shown)))) as pool:
         manifests = list(pool.map(read, shown))
+    readable = [m for m in manifests if isinstance(m, ModelVersion)]
+    collected = registry.collected(name, readable)
     if as_json:
         emit_json(
             [
@@ -214,6 +222,7 @@ def list_command(
                     "created_by": m.created_by,
                     "size": m.size,
                     "files": len(m.files),
+                    "collected": m.version in collected,
                 }
                 if isinstance(m, ModelVersion)
                 else {"name": name, "version": m, "corrupt": True}
@@ -221,10 +230,10 @@ def list_command(
             ]
         )
         return
-    table = Table("version", "created at", "created by", "size", "files")
+    table = Table("version", "created at", "created by", "size", "files", "blobs")
     for m in manifests:
         if not isinstance(m, ModelVersion):
-            table.add_row(m, "corrupt manifest", "", "", "")
+            table.add_row(m, "corrupt manifest", "", "", "", "")
             continue
         table.add_row(
             m.version,
@@ -232,6 +241,7 @@ def list_command(
             m.created_by,
             human_size(m.size),
             str(len(m.files)),
+            "collected by gc" if m.version in collected else "present",
         )
     state.console.print(table)
     if newest is not None and len(shown) == last:
@@ -280,12 +290,15 @@ def show(state: AppState, ref: str, as_json: bool) -> None:
     manifest = _readable_manifest(registry, ref)
     signatures = registry.signatures(manifest.ref)
     approvals = registry.approvals(manifest.ref)
+    missing = registry.missing_blobs(manifest)
     if as_json:
         emit_json(
             {
                 **manifest.model_dump(mode="json"),
                 "signatures": signature_rows(signatures),
                 "approvals": approval_rows(approvals),
+                "collected": bool(missing),
+                "missing_files": [entry.path for entry in missing],
             }
         )
         return
@@ -296,6 +309,14 @@ def show(state: AppState, ref: str, as_json: bool) -> None:
         ("pushed", f"{format_time(manifest.created_at)} by {manifest.created_by}"),
         ("size", f"{human_size(manifest.size)} in {plural(len(manifest.files), 'file')}"),
     ]
+    if missing:
+        rows.append(
+            (
+                "blobs",
+                f"collected by gc: {len(missing)} of {len(manifest.files)} files are gone "
+                "(pull and load fail; no alias may point here)",
+            )
+        )
     if manifest.schema_change_allowed:
         rows.append(("schema change", "allowed without a MAJOR bump"))
     fixed = ("description", "author", "framework", "algorithm", "loader")

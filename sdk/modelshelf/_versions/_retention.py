@@ -131,6 +131,7 @@ class CondemnationGuard:
         self.checked_at: float | None = None
         self.waited = 0
         """How many condemnations this guard waited out."""
+        self._dead: set[str] = set()  # outwaited: their runs can no longer delete
 
     def before_commit(
         self, digests: Collection[str], repair: Callable[[Collection[str]], None]
@@ -145,7 +146,7 @@ class CondemnationGuard:
         """
         for _ in range(_MAX_CHECKS):
             self.checked_at = self.clock()
-            named = [c for c in read_condemnations(self.store, self.name) if _names(c, digests)]
+            named = self._naming(digests)
             if not named:
                 return
             self._wait_out(named)
@@ -166,11 +167,18 @@ class CondemnationGuard:
         assert self.checked_at is not None, "before_commit first"
         if self.clock() - self.checked_at <= self.grace / 2:
             return False
-        named = [c for c in read_condemnations(self.store, self.name) if _names(c, digests)]
+        named = self._naming(digests)
         if named:
             self._wait_out(named)
         repair(digests)
         return True
+
+    def _naming(self, digests: Collection[str]) -> list[LiveCondemnation]:
+        return [
+            c
+            for c in read_condemnations(self.store, self.name)
+            if c.key not in self._dead and _names(c, digests)
+        ]
 
     def _wait_out(self, named: list[LiveCondemnation]) -> None:
         """Until each condemnation is gone, or seen for three of its graces (its run died)."""
@@ -181,6 +189,7 @@ class CondemnationGuard:
             now = self.clock()
             for key, entry in list(pending.items()):
                 if now - seen_at >= _STALE_GRACES * entry.record.grace:
+                    self._dead.add(key)
                     del pending[key]
             if not pending:
                 return
