@@ -12,7 +12,8 @@ import pytest
 
 EXPORTED = {
     "modelshelf": [
-        "AccessDeniedError", "AliasNotSetError", "Aliases", "ApprovalGate", "BlobsMissingError", "ApprovalInfo",
+        "AccessDeniedError", "AliasNotSetError", "Aliases", "ApprovalGate", "BlobsMissingError",
+        "ApprovalInfo",
         "ApprovalRequiredError", "CREATE", "CommitStateUnknownError",
         "Comparison", "DestinationExistsError", "VersionDiff",
         "ConfigurationError", "ConflictError", "CorruptObjectError", "FileEntry", "GcPlan",
@@ -35,7 +36,8 @@ EXPORTED = {
     "modelshelf.layout": [
         "DOCTOR_PREFIX", "TRUST_HISTORY_PREFIX", "TRUST_POLICY_KEY", "WINDOW_FORMAT",
         "aliases_key", "approval_key", "approvals_prefix", "blob_key", "blob_prefix",
-        "blobs_root", "condemnation_key", "decision_prefix", "gc_prefix", "ever_aliased_key", "history_key", "history_prefix",
+        "blobs_root", "condemnation_key", "decision_prefix", "gc_prefix", "ever_aliased_key",
+        "history_key", "history_prefix",
         "manifest_key", "metrics_key", "metrics_prefix", "policy_key", "promoter_state_key",
         "report_key", "signature_key", "signatures_prefix", "trust_history_key",
         "version_head_key", "version_of_manifest_key", "versions_prefix",

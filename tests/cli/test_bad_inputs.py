@@ -97,6 +97,12 @@ def test_bad_input(case: dict[str, Any], seeded: Path, tmp_path: Path) -> None:
         card.write_bytes(bytes.fromhex(case["card_bytes_hex"]))
     if "aliases_json" in case:
         (reg / "iris" / "aliases.json").write_text(case["aliases_json"], encoding="utf-8")
+    if "collect_version" in case:
+        # gc collected this version's blobs: its manifest stays, its blobs are gone
+        stored = reg / "iris" / "versions" / f"{case['collect_version']}.json"
+        manifest = json.loads(stored.read_text(encoding="utf-8"))
+        for entry in manifest["files"]:
+            (reg / "iris" / "blobs" / "sha256" / entry["sha256"]).unlink()
     for key, text in case.get("objects", {}).items():
         (reg / key).parent.mkdir(parents=True, exist_ok=True)
         (reg / key).write_text(text, encoding="utf-8")

@@ -1,5 +1,5 @@
 """gc racing pushes that reuse expired versions' blobs, in real processes (docs/design.md,
-invariant 11).
+invariant 13).
 
 One process pushes, round after round, a filler version (fresh bytes, so the version before
 it expires under ``keep_last=1``) and then a version whose bytes equal the expired one's: the

@@ -1,5 +1,5 @@
 """gc never deletes what a version committed or aliased meanwhile needs (docs/design.md,
-invariants 11 and 12, "Retention"); the race in real processes is tests/system/test_gc_race.py."""
+invariants 13 and 14, "Retention"); the race in real processes is tests/system/test_gc_race.py."""
 
 from __future__ import annotations
 
@@ -84,7 +84,8 @@ def test_a_version_committed_during_the_grace_is_spared_by_the_re_read(
 
     def commit_meanwhile(seconds: float) -> None:
         # A writer that checked before the condemnation existed commits during the grace.
-        manifest = old.model_copy(update={"version": "1.2.0", "created_at": utcnow()})
+        card = old.card.model_copy(update={"version": "1.2.0"})
+        manifest = old.model_copy(update={"version": "1.2.0", "card": card, "created_at": utcnow()})
         registry.store.put(manifest_key("m", "1.2.0"), manifest.to_json())
         time.sleep(seconds)
 

@@ -37,7 +37,7 @@ from .._errors import (
 from .._refs import check_name, version_sort_key
 from .._stores import CREATE, IfMatch, Store
 from .._versions import BlobCheck, read_manifest
-from ..layout import aliases_key, history_key, history_prefix
+from ..layout import aliases_key, history_key, history_prefix, manifest_key
 from ._history import read_record
 from ._state import AliasAction, Aliases, HistoryRecord, SupersededRecord, parse_aliases
 

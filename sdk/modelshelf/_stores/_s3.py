@@ -563,7 +563,9 @@ class S3Store:
         The bytes are hashed in order as they arrive from the parallel ranged GETs (a
         bounded reorder buffer holds what comes early), so the file is never read back.
         """
-        info, digest = self._download(key, Path(dest), progress, hashed=True, expected=expected_size)
+        info, digest = self._download(
+            key, Path(dest), progress, hashed=True, expected=expected_size
+        )
         assert digest is not None
         return info, digest
 

@@ -1,4 +1,4 @@
-"""Whether a version's blobs are all there: for alias changes (invariant 12), list and show."""
+"""Whether a version's blobs are all there: for alias changes (invariant 14), list and show."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def collected_versions(store: Store, name: str, manifests: Iterable[ModelVersion
 
 
 class BlobCheck:
-    """The check an alias change makes around its claim (docs/design.md, invariant 12).
+    """The check an alias change makes around its claim (docs/design.md, invariant 14).
 
     Args:
         store: The registry's store.

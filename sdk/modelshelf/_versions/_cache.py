@@ -67,6 +67,7 @@ class BlobCache:
         try:
             with os.fdopen(fd, "w") as out:
                 json.dump(self._fingerprint(sha256, path.stat()), out, sort_keys=True)
+            os.chmod(tmp_name, 0o444)  # read-only like the blob it vouches for
             os.replace(tmp_name, record)
         except BaseException:
             Path(tmp_name).unlink(missing_ok=True)

@@ -1,6 +1,6 @@
 """Condemnations: how gc announces the blobs it is about to delete, and how writers look.
 
-The protocol is docs/design.md, "Retention" (mark, wait, re-read, sweep) and invariant 11:
+The protocol is docs/design.md, "Retention" (mark, wait, re-read, sweep) and invariant 13:
 a gc run creates ``{model}/gc/{time}-{random}.json`` naming its candidate blobs, waits a grace
 period, re-reads, and deletes. A writer that is about to commit something needing blobs
 (a push's manifest, an alias change's history record) first lists the condemnations
