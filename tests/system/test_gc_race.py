@@ -79,14 +79,14 @@ def _push_worker(
             # A version with fresh bytes: the reusing version before it expires now.
             filler.write_bytes(f"filler {i} ".encode() * 100 + rng.randbytes(64))
             registry.push(MODEL, filler, bump="minor")
-            time.sleep(rng.random() * 0.01)
+            time.sleep(rng.random() * 0.06)  # lets gc plan in between, some rounds
             try:
                 pushed = registry.push(MODEL, reused, bump="minor")
             except ModelshelfError as exc:
                 failed.append(f"round {i}: {type(exc).__name__}: {exc}")
                 continue
             # Any gc run that planned before this commit is the one in flight now.
-            _wait_for_gc(runs, runs.value, 120)
+            _wait_for_gc(runs, runs.value, 300)
             missing = []
             for entry in pushed.files:
                 try:
@@ -161,8 +161,9 @@ def test_gc_never_deletes_a_blob_a_version_committed_meanwhile_needs(
         f"{broken[:10]}"
     )
     assert failed == [], f"{len(failed)} pushes failed while gc ran: {failed[:3]}"
-    assert shared_blob[0] > ROUNDS // 10, (
-        f"gc deleted the shared blob only {shared_blob[0]} times in {ROUNDS} rounds: the race "
+    condemned = shared_blob[0] + shared_blob[1]
+    assert condemned > ROUNDS // 10, (
+        f"gc condemned the shared blob only {condemned} times in {ROUNDS} rounds: the race "
         "was hardly exercised"
     )
     # Every committed version is either whole or expired by the final plan.
