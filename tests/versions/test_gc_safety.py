@@ -177,3 +177,20 @@ def test_a_writer_outwaits_the_condemnation_of_a_gc_that_died(registry: Registry
     registry.push("m", {"weights": "filler"}, version="1.3.0")
     registry.gc("m", keep_last=1, dry_run=False)
     assert list(registry.store.list(gc_prefix("m"))) == [], "gc removes a dead run's record"
+
+
+def test_the_grace_resolves_argument_then_environment_then_sixty_seconds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from modelshelf import ConfigurationError
+    from modelshelf._settings import gc_grace_setting
+
+    monkeypatch.delenv("MODELSHELF_GC_GRACE", raising=False)
+    assert gc_grace_setting() == 60.0
+    monkeypatch.setenv("MODELSHELF_GC_GRACE", "2m")
+    assert gc_grace_setting() == 120.0
+    assert gc_grace_setting(0.5) == 0.5
+    for bad in ("0", "-1", "soon"):
+        monkeypatch.setenv("MODELSHELF_GC_GRACE", bad)
+        with pytest.raises(ConfigurationError, match="MODELSHELF_GC_GRACE"):
+            gc_grace_setting()
