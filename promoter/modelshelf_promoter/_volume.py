@@ -19,7 +19,7 @@ earlier) are compared with the fleet:
   are not merged and not remembered as read, so the next run reads them again, by when the
   rest of the fleet has flushed that window (a forger writing first gains nothing). Below
   that rate, or once the window is older, an object without reference (a fleet of fewer
-  than three servers) is judged by the ceiling alone.
+  server alone) is judged by the ceiling alone.
 
 The check is about volume only, never about errors or latency, so leaving a server out
 does not select the data by its verdict. What it cannot catch is documented in
@@ -49,10 +49,12 @@ __all__ = [
 
 _Role = TypeVar("_Role")
 
-MIN_SERVERS = 2
+MIN_SERVERS = 1
 """Other servers a window needs before its median is a reference."""
-DEFER_WINDOWS = 2
-"""How many window lengths after its end a window's objects wait for a fleet reference."""
+DEFER_WINDOWS = 1
+"""How many window lengths after its end a window's objects wait for a fleet reference: the
+reader already allows one window of flush lag (``canary_seen_recently``), so waiting longer
+would hide a canary that is serving."""
 MIN_REFERENCE_RPS = 1.0
 """The reference never drops below this rate, so a quiet fleet does not flag a busy server."""
 

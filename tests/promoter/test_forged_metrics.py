@@ -155,3 +155,16 @@ def test_an_uneven_but_plausible_fleet_is_counted_whole(registry: Registry) -> N
     (run,) = Promoter(registry, clock=clock).run([MODEL])
     assert run.read is not None and run.read.volume_outliers == [], run.read.volume_outliers
     assert run.canary_requests == 30 * 9 and run.active_requests == 300 * 9, f"{run}"
+
+
+def test_one_honest_server_is_enough_to_bound_a_forger(registry: Registry) -> None:
+    started = registry.aliases(MODEL).canary_started_at
+    assert started is not None
+    when = started + timedelta(seconds=WINDOW + 5)
+    honest_window(registry, when, seq=0, servers=1)
+    key = put(registry, CANARY, "web-evil", 0, when, 10**9, 0)
+    (run,) = Promoter(registry, clock=Clock(started + timedelta(seconds=2 * WINDOW + 30))).run(
+        [MODEL]
+    )
+    assert run.read is not None and [o.key for o in run.read.volume_outliers] == [key], run.read
+    assert run.canary_requests == 40, f"only the honest server's requests count: {run}"
