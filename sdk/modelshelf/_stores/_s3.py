@@ -226,7 +226,8 @@ class S3Store:
             tcp_keepalive=True,
             # We retry ourselves and must know about every attempt (ambiguous writes).
             retries={"mode": "standard", "total_max_attempts": 1},
-            max_pool_connections=2 * self._concurrency + 4,
+            # Parts of a few large files, or many small files at once (_versions/_pool.py).
+            max_pool_connections=4 * self._concurrency + 8,
             s3={"addressing_style": "path"} if endpoint else None,
             request_checksum_calculation="when_supported" if self._checksums else "when_required",
             response_checksum_validation="when_supported" if self._checksums else "when_required",

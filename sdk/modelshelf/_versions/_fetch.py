@@ -11,7 +11,6 @@ import hashlib
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from .._card import FileEntry, ModelVersion
@@ -26,6 +25,7 @@ from .._hashing import sha256_file
 from .._stores import Store, check_key
 from ..layout import blob_key
 from ._cache import BlobCache
+from ._pool import map_files
 
 __all__ = ["Fetcher", "joblib_entry"]
 
@@ -92,13 +92,7 @@ class Fetcher:
         self.max_workers = max_workers
 
     def _parallel(self, manifest: ModelVersion, one: Callable[[FileEntry], object]) -> None:
-        workers = max(1, min(self.max_workers, len(manifest.files)))
-        if workers == 1:
-            for entry in manifest.files:
-                one(entry)
-            return
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            list(pool.map(one, manifest.files))
+        map_files(one, manifest.files, lambda entry: entry.size, self.max_workers)
 
     def fetch(self, manifest: ModelVersion, progress: Progress | None = None) -> dict[str, Path]:
         """Every blob of a version in the cache, verified: ``{file path: cached file}``."""

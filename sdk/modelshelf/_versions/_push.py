@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import tempfile
 from collections.abc import Callable, Collection
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,7 @@ from .._stores import CREATE, IfMatch, ObjectInfo, Store, SupportsContentAddress
 from ..layout import blob_key, manifest_key
 from ._head import Head, claim_head, manifest_exists, read_head
 from ._manifests import SKIPPED, list_versions, read_manifest
+from ._pool import map_files
 from ._presence import BlobPresence
 from ._retention import CondemnationGuard
 from ._sources import SourceFile, check_unchanged, collect_source
@@ -232,11 +232,7 @@ class Pusher:
                 repaired.add(digest)
             return FileEntry(path=f.path, size=f.size, sha256=digest)
 
-        workers = max(1, min(self.max_workers, len(files)))
-        if workers == 1:
-            return [one(f) for f in files], repaired
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            return list(pool.map(one, files)), repaired
+        return map_files(one, files, lambda f: f.size, self.max_workers), repaired
 
     def _store_verified(
         self,
