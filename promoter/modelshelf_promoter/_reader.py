@@ -484,8 +484,13 @@ def read_metrics(
             audited_last=arm.audited_window,
         )
         arm.audited_window = listing.audited
+        read_before = {window: set(names) for window, names in arm.open_windows.items()}
         for info in listing.keys:
             listed += 1
+            folder, _, name = info.key.rpartition("/")
+            names_read = read_before.get(folder.rpartition("/")[2])
+            if names_read is not None and name in names_read:
+                continue  # read by an earlier run, which parsed its key then
             try:
                 parsed = parse_metrics_key(info.key)
             except InvalidInputError:
