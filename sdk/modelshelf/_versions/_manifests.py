@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+from concurrent.futures import ThreadPoolExecutor
 
 from pydantic import ValidationError
 
@@ -32,6 +33,8 @@ __all__ = [
     "read_manifest_json",
     "read_manifests",
 ]
+
+_PARALLEL_READS = 16  # manifest GETs in flight at once when reading many
 
 SKIPPED = logging.getLogger("modelshelf.skipped")
 """Where readers of many objects say which corrupt one they skipped (the CLI prints it)."""
@@ -151,13 +154,29 @@ def digests_in(store: Store, name: str, version: str) -> set[str]:
 def read_manifests(
     store: Store, name: str, versions: list[str]
 ) -> tuple[dict[str, ModelVersion], dict[str, CorruptObjectError]]:
-    """Read many manifests, skipping (and logging to :data:`SKIPPED`) corrupt ones."""
+    """Read many manifests, skipping (and logging to :data:`SKIPPED`) corrupt ones.
+
+    The reads run in parallel: each is one small GET whose time is the store's latency, and
+    gc reads every manifest of a model on every run.
+    """
+
+    def one(version: str) -> ModelVersion | CorruptObjectError:
+        try:
+            return read_manifest(store, name, version)
+        except CorruptObjectError as exc:
+            return exc
+
+    if len(versions) <= 1:
+        results = [one(v) for v in versions]
+    else:
+        with ThreadPoolExecutor(max_workers=min(_PARALLEL_READS, len(versions))) as pool:
+            results = list(pool.map(one, versions))
     good: dict[str, ModelVersion] = {}
     bad: dict[str, CorruptObjectError] = {}
-    for version in versions:
-        try:
-            good[version] = read_manifest(store, name, version)
-        except CorruptObjectError as exc:
-            bad[version] = exc
-            SKIPPED.warning("skipped %s:%s: %s", name, version, exc)
+    for version, result in zip(versions, results, strict=True):
+        if isinstance(result, CorruptObjectError):
+            bad[version] = result
+            SKIPPED.warning("skipped %s:%s: %s", name, version, result)
+        else:
+            good[version] = result
     return good, bad
