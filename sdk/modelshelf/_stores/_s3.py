@@ -415,9 +415,7 @@ class S3Store:
         # it reuses against it; docs/design.md, invariant 1).
         response: dict[str, Any] = self._with_retries(
             f"read {self._where(key)}",
-            lambda: self._client.head_object(
-                Bucket=self._bucket, Key=full, ChecksumMode="ENABLED"
-            ),
+            lambda: self._client.head_object(Bucket=self._bucket, Key=full, ChecksumMode="ENABLED"),
         )
         return ObjectInfo(
             key=key,

@@ -27,9 +27,7 @@ def missing_blobs(store: Store, manifest: ModelVersion) -> list[FileEntry]:
 def collected_versions(store: Store, name: str, manifests: Iterable[ModelVersion]) -> set[str]:
     """Versions with at least one blob gone, from one listing of the model's blobs."""
     present = {info.key.rsplit("/", 1)[-1] for info in store.list(blob_prefix(name))}
-    return {
-        m.version for m in manifests if any(entry.sha256 not in present for entry in m.files)
-    }
+    return {m.version for m in manifests if any(entry.sha256 not in present for entry in m.files)}
 
 
 class BlobCheck:

@@ -187,9 +187,7 @@ class BlobCache:
         """Download at most ``size`` bytes (the manifest's) into ``dest``, hashing them."""
         # A store that can hash while it copies (LocalStore) saves a second pass.
         if isinstance(store, SupportsHashedGet):
-            info, actual = store.get_file_hashed(
-                key, dest, progress=progress, expected_size=size
-            )
+            info, actual = store.get_file_hashed(key, dest, progress=progress, expected_size=size)
         else:
             info = store.get_file(key, dest, progress=progress, expected_size=size)
             actual = sha256_file(dest)
