@@ -39,6 +39,7 @@ from urllib.parse import urlparse
 import boto3
 import botocore.session
 from botocore.config import Config
+from botocore.parsers import ResponseParserFactory
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
@@ -69,6 +70,7 @@ from ._protocol import (
 )
 from ._s3_errors import Kind, http_status, kind_of, outcome_unknown, translate
 from ._s3_transfer import FileWindow, InOrderHasher, TransferCancelled
+from ._s3_timestamps import parse_s3_timestamp
 
 __all__ = ["S3Store"]
 
@@ -938,6 +940,9 @@ def _botocore_session() -> botocore.session.Session:
         if loader is None:
             loader = _LOADERS[data_path] = create_loader(data_path)
     session.register_component("data_loader", loader)
+    parsers = ResponseParserFactory()
+    parsers.set_parser_defaults(timestamp_parser=parse_s3_timestamp)
+    session.register_component("response_parser_factory", parsers)
     return session
 
 
