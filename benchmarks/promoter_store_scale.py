@@ -51,18 +51,18 @@ WINDOW_SECONDS = 60
 
 
 class RequestCounter:
-    """Counts S3 API calls of one botocore client (once per call, not per retry)."""
+    """Counts the S3 requests of one store, on either transport."""
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, store: S3Store) -> None:
         self.calls: Counter[str] = Counter()
         self.metric_gets = 0
         self._lock = threading.Lock()
-        client.meta.events.register("before-parameter-build.s3", self._count)
+        store.observe_requests(self._count)
 
-    def _count(self, params: Any, model: Any, **_: Any) -> None:
+    def _count(self, operation: str, params: Any) -> None:
         with self._lock:
-            self.calls[model.name] += 1
-            if model.name == "GetObject" and "/metrics/" in str(params.get("Key", "")):
+            self.calls[operation] += 1
+            if operation == "GetObject" and "/metrics/" in str(params.get("Key", "")):
                 self.metric_gets += 1
 
     def reset(self) -> None:
@@ -175,7 +175,7 @@ def store_scale_run(servers: int = 1000, windows: int = 12, workers: int = 32) -
                 seconds=(windows + 1) * WINDOW_SECONDS
             )
             store = S3Store(uri, endpoint_url=endpoint)
-            counter = RequestCounter(store.client)
+            counter = RequestCounter(store)
             clock = [now]
             promoter = Promoter(
                 Registry(store, cache_dir=cache, user="promoter"), clock=lambda: clock[0]

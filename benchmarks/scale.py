@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import statistics
 import sys
 import tempfile
@@ -54,16 +55,19 @@ from modelshelf._stores._s3 import S3Store  # noqa: E402
 
 
 class RequestCounter:
-    """Counts S3 API calls of one botocore client (each call once, not each retry)."""
+    """Counts the S3 requests of the stores it watches, on either transport."""
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self) -> None:
         self.calls: Counter[str] = Counter()
         self._lock = threading.Lock()
-        client.meta.events.register("before-parameter-build.s3", self._count)
 
-    def _count(self, model: Any, **_: Any) -> None:
+    def watch(self, store: S3Store) -> S3Store:
+        store.observe_requests(self._count)
+        return store
+
+    def _count(self, operation: str, params: Any) -> None:
         with self._lock:
-            self.calls[model.name] += 1
+            self.calls[operation] += 1
 
     def total(self) -> int:
         with self._lock:
@@ -103,31 +107,28 @@ class Bench:
     quick: bool
     repeat: int
     workdir: Path
-    client: Any = None
     counter: RequestCounter = field(init=False)
 
     def __post_init__(self) -> None:
-        from botocore.config import Config
-
-        # A pool as wide as the SDK's parallel reads, so requests do not queue for sockets;
-        # botocore's own retries off, as on the clients the SDK builds.
-        config = Config(max_pool_connections=64, retries={"mode": "standard", "max_attempts": 1})
-        self.client = _client(self.server, config)
-        self.counter = RequestCounter(self.client)
+        # The stores under test are built as a user's are (endpoint and credentials from the
+        # environment), so they use the SDK's own client settings and transports.
+        os.environ.update(
+            AWS_ACCESS_KEY_ID=self.server.access_key,
+            AWS_SECRET_ACCESS_KEY=self.server.secret_key,
+            AWS_DEFAULT_REGION=self.server.region,
+        )
+        self.counter = RequestCounter()
 
     def registry(self, prefix: str) -> Registry:
-        """A registry under its own prefix of the bucket, on the counted client."""
-        store = S3Store(f"s3://{self.server.bucket}/{prefix}", client=self.client)
+        """A registry under its own prefix of the bucket, its requests counted."""
+        store = self.counter.watch(self.raw_store(prefix))
         return Registry(store, cache_dir=self.workdir / "cache" / prefix, user="bench@scale")
 
     def raw_store(self, prefix: str) -> S3Store:
-        """A store for writing fixtures on an uncounted client."""
-        return S3Store(f"s3://{self.server.bucket}/{prefix}", client=self._setup_client())
-
-    def _setup_client(self) -> Any:
-        from botocore.config import Config
-
-        return _client(self.server, Config(max_pool_connections=64))
+        """A store for writing fixtures, uncounted."""
+        return S3Store(
+            f"s3://{self.server.bucket}/{prefix}", endpoint_url=self.server.endpoint_url
+        )
 
     def compare(
         self, ops: dict[str, Callable[[], object]], repeat: int | None = None
@@ -175,19 +176,6 @@ class Bench:
             median=statistics.median(times),
             best=min(times),
         )
-
-
-def _client(server: Server, config: Any) -> Any:
-    import boto3
-
-    return boto3.client(
-        "s3",
-        endpoint_url=server.endpoint_url,
-        aws_access_key_id=server.access_key,
-        aws_secret_access_key=server.secret_key,
-        region_name=server.region,
-        config=config,
-    )
 
 
 def parallel_put(store: S3Store, items: list[tuple[str, bytes]], workers: int = 32) -> None:

@@ -158,6 +158,10 @@ def server(request: pytest.FixtureRequest, make_backend: Any) -> Backend:
 
 
 def _fault_store(backend: Backend, **options: Any) -> S3Store:
+    # botocore's event hooks see only botocore's requests: these tests drive the retry loop
+    # through them, so GetObject/PutObject stay on botocore here. The direct transport meets
+    # the same faults for real, through a proxy (tests/stores/test_s3_direct.py).
+    options.setdefault("direct_http", False)
     store = backend.open(part_size=SMALL_PART, retry_delay=0.01, **options)
     assert isinstance(store, S3Store)
     return store

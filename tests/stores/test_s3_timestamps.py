@@ -18,9 +18,11 @@ moments = st.datetimes(
 
 @given(moments, st.sampled_from(["Z", "+00:00", "+02:00", "-05:30"]), st.booleans())
 def test_iso_8601_as_in_listings(moment: datetime, zone: str, fraction: bool) -> None:
-    offset = timedelta(0) if zone in ("Z", "+00:00") else timedelta(
-        hours=int(zone[1:3]), minutes=int(zone[4:6])
-    ) * (1 if zone[0] == "+" else -1)
+    offset = (
+        timedelta(0)
+        if zone in ("Z", "+00:00")
+        else timedelta(hours=int(zone[1:3]), minutes=int(zone[4:6])) * (1 if zone[0] == "+" else -1)
+    )
     local = moment.astimezone(timezone(offset))
     text = local.strftime("%Y-%m-%dT%H:%M:%S") + (f".{local.microsecond:06d}" if fraction else "")
     text += zone

@@ -26,10 +26,10 @@ from tests.support.blobs import MiB, multipart_uploads, sha256_of
 def _counted(store: S3Store) -> dict[str, int]:
     calls: dict[str, int] = {}
 
-    def count(model: Any, **_: Any) -> None:
-        calls[model.name] = calls.get(model.name, 0) + 1
+    def count(operation: str, params: Any) -> None:
+        calls[operation] = calls.get(operation, 0) + 1
 
-    store.client.meta.events.register("before-parameter-build.s3", count)
+    store.observe_requests(count)
     return calls
 
 

@@ -39,7 +39,6 @@ from urllib.parse import urlparse
 import boto3
 import botocore.session
 from botocore.config import Config
-from botocore.parsers import ResponseParserFactory
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
@@ -47,6 +46,7 @@ from botocore.exceptions import (
     ProfileNotFound,
 )
 from botocore.loaders import Loader, create_loader
+from botocore.parsers import ResponseParserFactory
 
 from .._errors import (
     CommitStateUnknownError,
@@ -68,9 +68,10 @@ from ._protocol import (
     StoredObject,
     check_key,
 )
+from ._s3_direct import DirectS3, direct_transport_for
 from ._s3_errors import Kind, http_status, kind_of, outcome_unknown, translate
-from ._s3_transfer import FileWindow, InOrderHasher, TransferCancelled
 from ._s3_timestamps import parse_s3_timestamp
+from ._s3_transfer import FileWindow, InOrderHasher, TransferCancelled
 
 __all__ = ["S3Store"]
 
@@ -161,6 +162,11 @@ class S3Store:
             ``http://`` endpoints, where SigV4 already signs each body's sha256). Turn off
             for S3-compatibles that reject ``x-amz-checksum-*`` headers.
         retry_delay: Base of the exponential backoff in seconds (default 0.2; capped at 10).
+        direct_http: Send GetObject and PutObject through modelshelf's own signed-request
+            transport instead of botocore where it fits: an explicit endpoint, path-style,
+            no proxy, a client the store built (``MODELSHELF_DIRECT_HTTP``; default on). It
+            costs a fifth of botocore's client CPU per request; turn it off to send
+            everything through botocore (and its event hooks).
 
     Raises:
         ConfigurationError: A malformed URI, an unknown profile or an out-of-range setting.
@@ -179,6 +185,7 @@ class S3Store:
         max_attempts: int | None = None,
         part_checksums: bool | None = None,
         retry_delay: float | None = None,
+        direct_http: bool | None = None,
     ) -> None:
         self._bucket, self._prefix = _parse_uri(uri)
         self._part_size = setting(part_size, "MODELSHELF_PART_SIZE", _DEFAULT_PART_SIZE, parse_size)
@@ -213,13 +220,24 @@ class S3Store:
             raise ConfigurationError(f"max attempts {self._max_attempts} must be 1 to 100")
         if self._retry_delay < 0:
             raise ConfigurationError(f"retry delay {self._retry_delay} must not be negative")
-        self._client = (
-            client if client is not None else self._make_client(endpoint_url, profile, region)
-        )
+        self._direct: DirectS3 | None = None
+        if client is not None:
+            self._client = client
+        else:
+            self._client, session = self._make_client(endpoint_url, profile, region)
+            if setting(direct_http, "MODELSHELF_DIRECT_HTTP", True, parse_bool):
+                self._direct = direct_transport_for(
+                    session,
+                    self._client,
+                    endpoint_url=endpoint_url_setting(endpoint_url),
+                    max_connections=4 * self._concurrency + 8,
+                )
+        # GetObject and PutObject go direct where that fits; every other call uses botocore.
+        self._gets: Any = self._direct if self._direct is not None else self._client
 
     def _make_client(
         self, endpoint_url: str | None, profile: str | None, region: str | None
-    ) -> Any:
+    ) -> tuple[Any, Any]:
         # boto3 reads AWS_ENDPOINT_URL(_S3) itself; we look only to choose the addressing style.
         endpoint = endpoint_url_setting(endpoint_url)
         config = Config(
@@ -236,10 +254,11 @@ class S3Store:
             user_agent_extra="modelshelf",
         )
         try:
+            core = _botocore_session()
             session = boto3.session.Session(
-                botocore_session=_botocore_session(), profile_name=profile, region_name=region
+                botocore_session=core, profile_name=profile, region_name=region
             )
-            return session.client("s3", endpoint_url=endpoint_url, config=config)
+            return session.client("s3", endpoint_url=endpoint_url, config=config), core
         except (ProfileNotFound, BotoCoreError, ValueError) as exc:
             raise ConfigurationError(f"cannot set up an S3 client for {self.uri}: {exc}") from exc
 
@@ -263,6 +282,25 @@ class S3Store:
     def client(self) -> Any:
         """The boto3 S3 client, shared by every thread of this store."""
         return self._client
+
+    @property
+    def direct(self) -> bool:
+        """Whether GetObject and PutObject go through the direct transport."""
+        return self._direct is not None
+
+    def observe_requests(self, callback: Callable[[str, dict[str, Any]], None]) -> None:
+        """Call ``callback(operation, params)`` before each S3 request, on either transport.
+
+        For counting requests in tests and benchmarks. Each attempt is one request on both
+        transports (botocore itself never retries: the store's own loop does).
+        """
+
+        def hook(model: Any, params: dict[str, Any], **_: Any) -> None:
+            callback(model.name, params)
+
+        self._client.meta.events.register("before-parameter-build.s3", hook)
+        if self._direct is not None:
+            self._direct.observe(callback)
 
     def __repr__(self) -> str:
         return f"S3Store({self.uri!r})"
@@ -368,7 +406,7 @@ class S3Store:
         full = self._full(key)
 
         def call() -> str:
-            body = self._client.get_object(Bucket=self._bucket, Key=full, IfMatch=_quoted(etag))[
+            body = self._gets.get_object(Bucket=self._bucket, Key=full, IfMatch=_quoted(etag))[
                 "Body"
             ]
             digest = hashlib.sha256()
@@ -389,7 +427,7 @@ class S3Store:
 
         def call() -> StoredObject | None:
             try:
-                response = self._client.get_object(Bucket=self._bucket, Key=full, **extra)
+                response = self._gets.get_object(Bucket=self._bucket, Key=full, **extra)
             except ClientError as exc:
                 if http_status(exc) == 304:
                     return None  # unchanged: an answer, not a failure
@@ -633,14 +671,14 @@ class S3Store:
 
     def _get_first(self, full: str, span: int) -> dict[str, Any]:
         try:
-            response: dict[str, Any] = self._client.get_object(
+            response: dict[str, Any] = self._gets.get_object(
                 Bucket=self._bucket, Key=full, Range=f"bytes=0-{span - 1}"
             )
         except ClientError as exc:
             if http_status(exc) != 416:
                 raise
             # An empty object has no first byte to ask for.
-            response = self._client.get_object(Bucket=self._bucket, Key=full)
+            response = self._gets.get_object(Bucket=self._bucket, Key=full)
         return response
 
     def _parallel_ranges(
@@ -693,7 +731,7 @@ class S3Store:
         def call() -> None:
             nonlocal reached
             # If-Match: every range must come from the same object generation.
-            response = self._client.get_object(
+            response = self._gets.get_object(
                 Bucket=self._bucket,
                 Key=full,
                 Range=f"bytes={reached}-{end}",
@@ -730,9 +768,13 @@ class S3Store:
         if self._checksums:
             kwargs["ChecksumSHA256"] = base64.b64encode(digest).decode()
         write = _Write(key=key, mode=mode, sha256=digest.hex(), size=len(data))
+        direct = self._direct
+        if direct is not None:
+            kwargs["PayloadSHA256"] = digest.hex()
+        put = direct.put_object if direct is not None else self._client.put_object
         return self._with_retries(
             f"write {self._where(key)}",
-            lambda: _etag(self._client.put_object(**kwargs)["ETag"]),
+            lambda: _etag(put(**kwargs)["ETag"]),
             write=write if mode != OVERWRITE else None,
         )
 

@@ -1,0 +1,168 @@
+"""The direct transport (GetObject/PutObject without botocore) against real S3 servers.
+
+It must be indistinguishable from botocore to the store: the same bytes, etags and metadata
+either way round, signatures the server checks, and the same retry and ambiguity outcomes
+when real faults hit it (a proxy that answers 503, resets connections and drops answers).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from modelshelf._errors import AccessDeniedError, KeyNotFoundError, PreconditionFailedError
+from modelshelf._stores import OVERWRITE, IfMatch
+from modelshelf._stores._s3 import S3Store
+from tests.support.backends import Backend
+from tests.support.faultproxy import Fault, FaultProxy, match_requests
+
+KEYS = ["plain.json", "a/b/c.bin", "with space/and+plus=.txt", "ünïcödé/ключ.json", "t~il(de)!*'"]
+
+
+@pytest.fixture(params=["moto-server", pytest.param("seaweedfs", marks=pytest.mark.seaweedfs)])
+def server(request: pytest.FixtureRequest, make_backend: Any) -> Backend:
+    result: Backend = make_backend(request.param)
+    return result
+
+
+def _pair(backend: Backend, **options: Any) -> tuple[S3Store, S3Store]:
+    direct = backend.open(**options)
+    plain = backend.open(direct_http=False, **options)
+    assert isinstance(direct, S3Store) and isinstance(plain, S3Store)
+    assert direct.direct, "an explicit http endpoint should use the direct transport"
+    assert not plain.direct
+    return direct, plain
+
+
+def test_direct_and_botocore_read_each_others_writes(server: Backend, tmp_path: Path) -> None:
+    direct, plain = _pair(server)
+    for i, key in enumerate(KEYS):
+        data = f"payload {i} {key}".encode() * (i + 1)
+        writer, reader = (direct, plain) if i % 2 else (plain, direct)
+        etag = writer.put(key, data)
+        got = reader.get(key)
+        assert got is not None and got.data == data, f"{key!r}: bytes differ across transports"
+        assert got.etag == etag, f"{key!r}: etag differs across transports"
+        assert reader.head(key).size == len(data)
+        dest = tmp_path / f"{i}.bin"
+        info, digest = reader.get_file_hashed(key, dest)
+        assert dest.read_bytes() == data and info.etag == etag
+    assert sorted(info.key for info in direct.list("")) == sorted(KEYS)
+
+
+def test_direct_conditions_behave_like_botocore(server: Backend) -> None:
+    direct, _ = _pair(server)
+    etag = direct.put("k", b"one")
+    with pytest.raises(PreconditionFailedError):
+        direct.put("k", b"two")  # create over an existing key
+    with pytest.raises(PreconditionFailedError):
+        direct.put("k", b"two", mode=IfMatch("0" * 32))
+    new = direct.put("k", b"two", mode=IfMatch(etag))
+    assert direct.get("k", if_none_match=new) is None, "an unchanged object must answer 304"
+    got = direct.get("k", if_none_match=etag)
+    assert got is not None and got.data == b"two"
+    direct.put("k", b"three", mode=OVERWRITE)
+    with pytest.raises(KeyNotFoundError):
+        direct.get("missing")
+    with pytest.raises(PreconditionFailedError):
+        direct.put("missing", b"x", mode=IfMatch(etag))
+
+
+@pytest.mark.seaweedfs
+def test_a_wrong_secret_is_refused_by_the_server(make_backend: Any) -> None:
+    backend = make_backend("seaweedfs")  # SeaweedFS checks every signature; moto does not
+    store = backend.open()
+    store.put("k", b"signed right")
+    assert isinstance(store, S3Store) and store.direct
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+        wrong = backend.open(retry_delay=0.01)
+    with pytest.raises(AccessDeniedError):
+        wrong.get("k")
+    with pytest.raises(AccessDeniedError):
+        wrong.put("k2", b"x")
+
+
+def test_requests_are_observed_on_the_direct_transport(server: Backend) -> None:
+    direct, _ = _pair(server)
+    seen: list[str] = []
+    direct.observe_requests(lambda operation, params: seen.append(operation))
+    direct.put("k", b"x")
+    direct.get("k")
+    list(direct.list(""))
+    assert seen == ["PutObject", "GetObject", "ListObjectsV2"]
+
+
+@pytest.fixture
+def proxied(server: Backend) -> Iterator[tuple[FaultProxy, S3Store, S3Store]]:
+    with FaultProxy(upstream=str(server.endpoint_url), seed=3) as proxy:
+        options = {**server.store_options, "endpoint_url": proxy.endpoint_url}
+        store = S3Store(server.uri, retry_delay=0.01, max_attempts=4, **options)
+        assert store.direct
+        clean = server.open(direct_http=False)
+        assert isinstance(clean, S3Store)
+        yield proxy, store, clean
+
+
+def test_a_503_is_retried(proxied: tuple[FaultProxy, S3Store, S3Store]) -> None:
+    proxy, store, clean = proxied
+    clean.put("k", b"data")
+    proxy.set_match(match_requests("GET"))
+    proxy.force(Fault.SLOWDOWN, 2)
+    got = store.get("k")
+    assert got is not None and got.data == b"data"
+    assert proxy.stats.slowdown == 2, "the forced 503s did not fire"
+
+
+def test_a_reset_connection_is_retried(proxied: tuple[FaultProxy, S3Store, S3Store]) -> None:
+    proxy, store, clean = proxied
+    proxy.set_match(match_requests("PUT"))
+    proxy.force(Fault.RESET, 1)
+    etag = store.put("k", b"data")
+    got = clean.get("k")
+    assert got is not None and got.data == b"data" and got.etag == etag
+    assert proxy.stats.reset == 1
+
+
+def test_a_dropped_answer_to_a_create_that_landed_is_success(
+    proxied: tuple[FaultProxy, S3Store, S3Store],
+) -> None:
+    proxy, store, clean = proxied
+    proxy.set_match(match_requests("PUT"))
+    proxy.force(Fault.DROP_RESPONSE, 1)
+    etag = store.put("k", b"ours")  # the retry meets 412 and finds our own bytes
+    got = clean.get("k")
+    assert got is not None and got.data == b"ours" and got.etag == etag
+    assert proxy.stats.drop_response == 1
+
+
+def test_a_dropped_answer_then_someone_elses_bytes_is_a_conflict(
+    proxied: tuple[FaultProxy, S3Store, S3Store],
+) -> None:
+    proxy, store, clean = proxied
+    clean.put("k", b"theirs")
+    proxy.set_match(match_requests("PUT"))
+    proxy.force(Fault.DROP_RESPONSE, 1)  # the server refuses (412) and the answer is lost
+    with pytest.raises(PreconditionFailedError):
+        store.put("k", b"ours")
+    got = clean.get("k")
+    assert got is not None and got.data == b"theirs", "the other writer's bytes must stay"
+
+
+def test_where_the_direct_transport_is_used(server: Backend) -> None:
+    endpoint = str(server.endpoint_url)
+    assert S3Store("s3://b", endpoint_url=endpoint).direct
+    assert not S3Store("s3://b", endpoint_url=endpoint, direct_http=False).direct
+    assert not S3Store("s3://b", region="us-east-1").direct, "AWS's own endpoints use botocore"
+    assert not S3Store("s3://b", client=server.s3_client()).direct, "a client passed in is used"
+    # The environment is restored before the backend's own teardown talks to the server.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MODELSHELF_DIRECT_HTTP", "off")
+        assert not S3Store("s3://b", endpoint_url=endpoint).direct
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("http_proxy", "http://127.0.0.1:9")
+        patch.setenv("no_proxy", "")
+        assert not S3Store("s3://b", endpoint_url="http://10.1.2.3:8333").direct, "proxied"
