@@ -50,7 +50,15 @@ def test_direct_and_botocore_read_each_others_writes(server: Backend, tmp_path: 
         dest = tmp_path / f"{i}.bin"
         info, digest = reader.get_file_hashed(key, dest)
         assert dest.read_bytes() == data and info.etag == etag
-    assert sorted(info.key for info in direct.list("")) == sorted(KEYS)
+    listed = [(i.key, i.size, i.etag, i.last_modified) for i in direct.list("")]
+    assert sorted(k for k, *_ in listed) == sorted(KEYS)
+    assert listed == [(i.key, i.size, i.etag, i.last_modified) for i in plain.list("")], (
+        "the direct listing differs from botocore's"
+    )
+    assert direct.list_folders("") == plain.list_folders("")
+    assert [i.key for i in direct.list("", start_after="a/b", limit=2)] == [
+        i.key for i in plain.list("", start_after="a/b", limit=2)
+    ]
 
 
 def test_direct_conditions_behave_like_botocore(server: Backend) -> None:

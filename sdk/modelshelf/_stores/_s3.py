@@ -162,11 +162,11 @@ class S3Store:
             ``http://`` endpoints, where SigV4 already signs each body's sha256). Turn off
             for S3-compatibles that reject ``x-amz-checksum-*`` headers.
         retry_delay: Base of the exponential backoff in seconds (default 0.2; capped at 10).
-        direct_http: Send GetObject and PutObject through modelshelf's own signed-request
-            transport instead of botocore where it fits: an explicit endpoint, path-style,
-            no proxy, a client the store built (``MODELSHELF_DIRECT_HTTP``; default on). It
-            costs a fifth of botocore's client CPU per request; turn it off to send
-            everything through botocore (and its event hooks).
+        direct_http: Send GetObject, PutObject and ListObjectsV2 through modelshelf's own
+            signed-request transport instead of botocore where it fits: an explicit
+            endpoint, path-style, no proxy, a client the store built
+            (``MODELSHELF_DIRECT_HTTP``; default on). It costs a fifth of botocore's client
+            CPU per request; turn it off to send everything through botocore (and its hooks).
 
     Raises:
         ConfigurationError: A malformed URI, an unknown profile or an out-of-range setting.
@@ -232,7 +232,7 @@ class S3Store:
                     endpoint_url=endpoint_url_setting(endpoint_url),
                     max_connections=4 * self._concurrency + 8,
                 )
-        # GetObject and PutObject go direct where that fits; every other call uses botocore.
+        # GetObject, PutObject and ListObjectsV2 go direct where that fits; the rest, botocore.
         self._gets: Any = self._direct if self._direct is not None else self._client
 
     def _make_client(
@@ -494,7 +494,7 @@ class S3Store:
                 kwargs["ContinuationToken"] = token
             page: dict[str, Any] = self._with_retries(
                 f"list folders {prefix!r} in {self.uri}",
-                functools.partial(self._client.list_objects_v2, **kwargs),
+                functools.partial(self._gets.list_objects_v2, **kwargs),
             )
             for item in page.get("CommonPrefixes", ()):
                 names.add(item["Prefix"][len(root) + len(prefix) :].rstrip("/"))
@@ -560,7 +560,7 @@ class S3Store:
                 kwargs["ContinuationToken"] = token
             page: dict[str, Any] = self._with_retries(
                 f"list {prefix!r} in {self.uri}",
-                functools.partial(self._client.list_objects_v2, **kwargs),
+                functools.partial(self._gets.list_objects_v2, **kwargs),
             )
             for item in page.get("Contents", ()):
                 if after is not None and item["Key"][len(root) :].encode() <= after:

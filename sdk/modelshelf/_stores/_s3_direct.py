@@ -1,4 +1,4 @@
-"""GetObject and PutObject straight over urllib3, for S3-compatible endpoints.
+"""GetObject, PutObject and ListObjectsV2 straight over urllib3, for S3-compatible endpoints.
 
 botocore spends about 1.5-2.5 ms of client CPU on every request (event hooks, its parameter
 validator, serializer, response parser), measured against SeaweedFS on 127.0.0.1, where the
@@ -11,7 +11,7 @@ connection errors for transport failures (a connection never opened stays apart 
 broken after sending), so :class:`~modelshelf._stores._s3.S3Store`'s one retry loop and its
 one error table treat both transports alike (docs/design.md, "Stores").
 
-Only two operations and only where the request is fully known go this way: an explicit
+Only these three operations and only where the request is fully known go this way: an explicit
 endpoint (S3-compatibles, or AWS named by URL), path-style addressing, no proxy. Everything
 else, and every client passed in by a caller, stays on botocore.
 """
@@ -26,7 +26,7 @@ import threading
 import urllib.request
 from collections.abc import Callable, Mapping
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote_plus, urlsplit
 from xml.etree import ElementTree
 
 import urllib3
@@ -49,7 +49,7 @@ _META = "x-amz-meta-"
 
 
 class DirectS3:
-    """A signed-request transport for GetObject and PutObject on one endpoint.
+    """A signed-request transport for GetObject, PutObject and ListObjectsV2 on one endpoint.
 
     Args:
         endpoint_url: ``http(s)://host[:port][/path]``; keys go path-style under it.
@@ -166,6 +166,39 @@ class DirectS3:
             response.release_conn()
         return _common(response.headers)
 
+    def list_objects_v2(
+        self,
+        *,
+        Bucket: str,  # noqa: N803
+        Prefix: str = "",  # noqa: N803
+        Delimiter: str | None = None,  # noqa: N803
+        StartAfter: str | None = None,  # noqa: N803
+        MaxKeys: int | None = None,  # noqa: N803
+        ContinuationToken: str | None = None,  # noqa: N803
+    ) -> dict[str, Any]:
+        """ListObjectsV2, one page; keys URL-encoded on the wire and decoded here, as botocore."""
+        query = {"list-type": "2", "encoding-type": "url", "prefix": Prefix}
+        for name, value in (
+            ("delimiter", Delimiter),
+            ("start-after", StartAfter),
+            ("max-keys", None if MaxKeys is None else str(MaxKeys)),
+            ("continuation-token", ContinuationToken),
+        ):
+            if value is not None:
+                query[name] = value
+        response = self._send(
+            "ListObjectsV2", "GET", Bucket, None, {}, None, _EMPTY_SHA256, query=query
+        )
+        try:
+            data = response.read()
+        except urllib3.exceptions.ReadTimeoutError as exc:
+            raise ReadTimeoutError(endpoint_url=self._endpoint_url, error=exc) from exc
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise ConnectionClosedError(endpoint_url=self._endpoint_url, error=exc) from exc
+        finally:
+            response.release_conn()
+        return _parse_listing(data)
+
     # -- one signed request ----------------------------------------------------------
 
     def _send(
@@ -173,19 +206,28 @@ class DirectS3:
         operation: str,
         method: str,
         bucket: str,
-        key: str,
+        key: str | None,
         headers: dict[str, str],
         body: bytes | None,
         payload_sha256: str,
+        *,
+        query: dict[str, str] | None = None,
     ) -> urllib3.BaseHTTPResponse:
         for observer in self._observers:
-            observer(operation, {"Bucket": bucket, "Key": key, **headers})
-        path = f"{self._base_path}/{quote(bucket, safe='')}/{quote(key, safe='/~')}"
-        signed = self._sign(method, path, headers, payload_sha256)
+            observer(operation, {"Bucket": bucket, "Key": key, **(query or {}), **headers})
+        path = f"{self._base_path}/{quote(bucket, safe='')}"
+        if key is not None:
+            path += "/" + quote(key, safe="/~")
+        # SigV4's canonical query: names and values percent-encoded, sorted by name.
+        canonical_query = "&".join(
+            f"{quote(name, safe='-_.~')}={quote(value, safe='-_.~')}"
+            for name, value in sorted((query or {}).items())
+        )
+        signed = self._sign(method, path, canonical_query, headers, payload_sha256)
         try:
             response = self._pool.urlopen(
                 method,
-                path,
+                f"{path}?{canonical_query}" if canonical_query else path,
                 body=body,
                 headers=signed,
                 retries=False,
@@ -208,7 +250,12 @@ class DirectS3:
         return response
 
     def _sign(
-        self, method: str, path: str, headers: dict[str, str], payload_sha256: str
+        self,
+        method: str,
+        path: str,
+        canonical_query: str,
+        headers: dict[str, str],
+        payload_sha256: str,
     ) -> dict[str, str]:
         creds = self._credentials()
         if creds is None:
@@ -232,7 +279,7 @@ class DirectS3:
             [
                 method,
                 path,
-                "",
+                canonical_query,
                 *(f"{name}:{signed[name]}" for name in names),
                 "",
                 ";".join(names),
@@ -292,6 +339,45 @@ def _common(headers: Mapping[str, str]) -> dict[str, Any]:
     checksum = headers.get("x-amz-checksum-sha256")
     if checksum is not None:
         result["ChecksumSHA256"] = checksum
+    return result
+
+
+def _local(tag: str) -> str:
+    return tag.rpartition("}")[2]
+
+
+def _parse_listing(data: bytes) -> dict[str, Any]:
+    """A ListObjectsV2 answer in botocore's shape (the keys this store reads)."""
+    try:
+        root = ElementTree.fromstring(data)
+    except ElementTree.ParseError as exc:
+        raise ConnectionClosedError(endpoint_url="a listing that is not XML", error=exc) from exc
+    contents: list[dict[str, Any]] = []
+    prefixes: list[dict[str, str]] = []
+    result: dict[str, Any] = {"Contents": contents, "CommonPrefixes": prefixes}
+    for child in root:
+        tag = _local(child.tag)
+        if tag == "Contents":
+            item: dict[str, Any] = {}
+            for field in child:
+                name, text = _local(field.tag), field.text or ""
+                if name == "Key":
+                    item["Key"] = unquote_plus(text)
+                elif name == "Size":
+                    item["Size"] = int(text)
+                elif name == "ETag":
+                    item["ETag"] = text
+                elif name == "LastModified":
+                    item["LastModified"] = parse_s3_timestamp(text)
+            contents.append(item)
+        elif tag == "CommonPrefixes":
+            for field in child:
+                if _local(field.tag) == "Prefix":
+                    prefixes.append({"Prefix": unquote_plus(field.text or "")})
+        elif tag == "IsTruncated":
+            result["IsTruncated"] = (child.text or "").strip().lower() == "true"
+        elif tag == "NextContinuationToken":
+            result["NextContinuationToken"] = child.text or ""
     return result
 
 
