@@ -327,16 +327,18 @@ class DirectS3:
 
 
 def _common(headers: Mapping[str, str]) -> dict[str, Any]:
-    result: dict[str, Any] = {
-        "ETag": headers.get("etag", ""),
-        "Metadata": {
-            name.lower()[len(_META) :]: value
-            for name, value in headers.items()
-            if name.lower().startswith(_META)
-        },
-        "ResponseMetadata": {"HTTPHeaders": dict(headers)},
-    }
-    checksum = headers.get("x-amz-checksum-sha256")
+    metadata: dict[str, str] = {}
+    checksum: str | None = None
+    etag = ""
+    for name, value in headers.items():
+        lower = name.lower()
+        if lower == "etag":
+            etag = value
+        elif lower.startswith(_META):
+            metadata[lower[len(_META) :]] = value
+        elif lower == "x-amz-checksum-sha256":
+            checksum = value
+    result: dict[str, Any] = {"ETag": etag, "Metadata": metadata}
     if checksum is not None:
         result["ChecksumSHA256"] = checksum
     return result
