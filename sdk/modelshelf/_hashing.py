@@ -28,7 +28,10 @@ def sha256_file(path: Path, progress: Callable[[int], None] | None = None) -> st
     """Hex sha256 of a file, read in large chunks (hashlib releases the GIL on them)."""
     digest = hashlib.sha256()
     with open(path, "rb", buffering=0) as fh:
-        buf = bytearray(_CHUNK)
+        # The buffer no larger than the file: zeroing a whole chunk for a 4 KiB file costs
+        # more than hashing it (0.6 ms a file, most of a small-file push's own CPU).
+        size = os.fstat(fh.fileno()).st_size
+        buf = bytearray(max(1, min(_CHUNK, size + 1)))
         view = memoryview(buf)
         while n := fh.readinto(buf):
             digest.update(view[:n])
