@@ -14,6 +14,7 @@ variable                        meaning                                      def
 ``MODELSHELF_CONCURRENCY``      parallel S3 part transfers                   8
 ``MODELSHELF_MAX_ATTEMPTS``     attempts per S3 request                      6
 ``MODELSHELF_PART_CHECKSUMS``   SHA-256 per request and part                 on (off over http)
+``MODELSHELF_DIRECT_HTTP``      small S3 requests on the direct transport    on
 ``MODELSHELF_POLL_INTERVAL``    seconds between a server's alias polls       10
 ``MODELSHELF_FLUSH_INTERVAL``   seconds between a server's metric flushes    60
 ``MODELSHELF_SERVER_ID``        names a serving process in metric keys       host-pid-random
