@@ -16,8 +16,10 @@ See docs/design.md, "Scale: indexes and hints".
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from pydantic import ValidationError
@@ -281,6 +283,28 @@ def served_at(
     return list(found.values())
 
 
+# The served_at search reads up to this many records per round, in parallel. Round trips
+# are what a remote store makes expensive, but each request costs CPU too: on SeaweedFS
+# with client and server sharing 2 cores, 8 parallel GETs took as long as 8 sequential
+# ones. With 4, a search over 10,000 records makes about 15 requests in 6 round trips;
+# with 8, about 21 in 5 to 6 (docs/design.md, "Scale: indexes and hints").
+_PROBES = 4
+# An interpolating round that narrows its bracket less than this-fold guessed badly: the
+# next one splits evenly, so a history of any shape still narrows about _PROBES-fold at
+# least every second round.
+_NARROWED = 4
+
+
+@dataclass
+class _Aim:
+    """One instant being searched for, and what the last round guessed about it."""
+
+    when: datetime
+    unread: int = 0  # of its bracket, before the last round
+    width: int = 0  # of that bracket, hi - lo
+    guess: float | None = None  # the generation the last round interpolated, if it did
+
+
 class _Search:
     """Records read so far during one search, by generation."""
 
@@ -288,8 +312,12 @@ class _Search:
         self.store, self.name, self.newest = store, name, newest
         self.known: dict[int, HistoryRecord] = {}
         self.missing: set[int] = set()
+        # How far interpolated guesses have landed from the answer, in units of the
+        # square root of their bracket's width (None: no guess checked yet).
+        self.roughness: float | None = None
 
     def fetch(self, generations: Iterable[int]) -> None:
+        """Read those of ``generations`` not read yet, in one parallel round."""
         wanted = [
             g
             for g in generations
@@ -303,79 +331,170 @@ class _Search:
         record = self.known.get(generation)
         return record.when if record else None
 
+    def bracket(self, target: datetime) -> tuple[int, int]:
+        """The newest read record at or before ``target`` (0: none) and the next read
+        record after it (``newest + 1``: none); every generation between is unread or
+        missing.
 
-def _last_at_or_before(search: _Search, when: datetime) -> int:
-    """The newest generation whose record's time is at or before ``when`` (0: none).
+        Taken from the records read rather than narrowed round by round, so records whose
+        times are out of order (writers' clocks disagree) still give an ordered bracket.
+        """
+        lo = max((g for g, r in self.known.items() if r.when <= target), default=0)
+        hi = min((g for g in self.known if g > lo), default=self.newest + 1)
+        return lo, hi
+
+    def unread(self, lo: int, hi: int) -> int:
+        """How many generations strictly between ``lo`` and ``hi`` are still unread."""
+        return hi - lo - 1 - sum(1 for g in self.missing if lo < g < hi)
+
+    def nearest_unread(self, generation: int, lo: int, hi: int) -> int:
+        """``generation`` or, when it is missing, the closest unread one inside the bracket."""
+        for distance in range(hi - lo):
+            for g in (generation - distance, generation + distance):
+                if lo < g < hi and g not in self.missing:
+                    return g
+        raise AssertionError("a bracket without unread generations has no probes")
+
+
+def _spread(first: int, last: int, count: int) -> list[int]:
+    """``count`` generations spread evenly over ``first..last``, or all of them if fewer."""
+    if last - first + 1 <= count:
+        return list(range(first, last + 1))
+    return sorted({first + round(i * (last - first) / (count - 1)) for i in range(count)})
+
+
+def _probes(search: _Search, lo: int, hi: int, aims: list[_Aim]) -> set[int]:
+    """The records one round reads to narrow the bracket ``(lo, hi)`` around ``aims``;
+    notes in each aim where it guessed."""
+    unread = search.unread(lo, hi)
+    missed = [a.guess for a in aims if a.guess is not None and unread * _NARROWED > a.unread]
+    for aim in aims:
+        aim.unread, aim.width, aim.guess = unread, hi - lo, None
+    if unread <= _PROBES:
+        return {g for g in range(lo + 1, hi) if g not in search.missing}
+    t_lo, t_hi = search.when(lo), search.when(hi)
+    if missed or t_lo is None or t_hi is None or t_hi <= t_lo:
+        # Nothing to interpolate between (a virtual end, equal times), or the last guess
+        # missed: split evenly, whatever the times. A guess misses most when the bracket
+        # holds one quiet spell far longer than the rest, next to the end the instant
+        # fell towards; the record beside that end settles it.
+        guards = []
+        if missed and missed[0] >= hi:
+            guards = [lo + 1]
+        elif missed and missed[0] <= lo:
+            guards = [hi - 1]
+        step = (hi - lo) / (_PROBES - len(guards) + 1)
+        planned = guards + [lo + round(step * (i + 1)) for i in range(_PROBES - len(guards))]
+    else:
+        # Records are claimed in time order, so a time maps to a generation by
+        # interpolation. A history's pace drifts like a random walk, so over n records a
+        # guess is typically off by about sqrt(n) / 2 and rarely by more than sqrt(n):
+        # the probes cover that much on either side (at least two records), or twice what
+        # the guesses so far missed by when they did better.
+        for aim in aims:
+            aim.guess = lo + (aim.when - t_lo) / (t_hi - t_lo) * (hi - lo)
+        rough = 0.5 if search.roughness is None else search.roughness
+        reach = math.sqrt(hi - lo) * min(1.0, 2 * rough)
+        guesses = [a.guess for a in aims if a.guess is not None]
+        first = max(lo + 1, math.floor(min(guesses) - max(reach, 2)))
+        last = min(hi - 1, math.ceil(max(guesses) + max(reach, 2)))
+        planned = _spread(first, last, _PROBES)
+    return {search.nearest_unread(g, lo, hi) for g in planned}
+
+
+def _last_at_or_before(search: _Search, targets: list[datetime]) -> list[int]:
+    """For each target, the newest generation whose record's time is at or before it (0:
+    none), searched for together in parallel rounds.
 
     Records are claimed in generation order, each stamped with its writer's clock, so
     their times ascend (clocks that disagree make the answer approximate by that much, as
-    for any reader of the log). After reading both ends, each round reads a few records
-    around the time-interpolated guess in parallel; when an interpolation round does not
-    halve the interval, the next round bisects, so a skewed history costs at most about
-    twice log2(n) rounds, and a history written at a steady pace about two.
+    for any reader of the log). After reading both ends, each round reads up to _PROBES
+    records of each target's bracket at once: around the time-interpolated guess, or
+    evenly when the last guess did not narrow the bracket _NARROWED-fold. So n records
+    cost at most about 2 * log(n) / log(_PROBES + 1) rounds, and a history of bursts
+    between quiet spells about four at 1,000 or 10,000 records. A missing record (only a
+    hostile delete makes one) is stepped over.
     """
-    lo, hi = 0, search.newest + 1  # invariant: time(lo) <= when < time(hi); 0 and n+1 virtual
-    probes = sorted({1, search.newest})
-    interpolated = False
+    search.fetch(sorted({1, search.newest}))
+    aims = [_Aim(t) for t in targets]
     while True:
-        span = hi - lo
-        search.fetch(probes)
-        if any(g in search.missing for g in probes):
-            # A gap (a deleted record; the protocol leaves none): read the rest of the interval.
-            probes = list(range(lo + 1, hi))
-            search.fetch(probes)
-            for g in probes:
-                t = search.when(g)
-                if t is not None and t <= when:
-                    lo = g
-            return lo
-        for g in probes:
-            t = search.when(g)
-            assert t is not None
-            if t > when:
-                hi = min(hi, g)
-            else:
-                lo = max(lo, g)
-        if hi - lo <= 1:
-            return lo
-        t_lo = search.when(lo) if lo >= 1 else None
-        t_hi = search.when(hi) if hi <= search.newest else None
-        halved = (hi - lo) * 2 <= span
-        if (halved or not interpolated) and t_lo is not None and t_hi is not None and t_hi > t_lo:
-            guess = lo + int((when - t_lo) / (t_hi - t_lo) * (hi - lo))
-            probes = sorted({min(max(g, lo + 1), hi - 1) for g in range(guess - 1, guess + 3)})
-            interpolated = True
-        else:
-            probes = [(lo + hi) // 2]
-            interpolated = False
+        groups: dict[tuple[int, int], list[_Aim]] = {}
+        for aim in aims:
+            lo, hi = search.bracket(aim.when)
+            if search.unread(lo, hi) > 0:
+                groups.setdefault((lo, hi), []).append(aim)
+        if not groups:
+            return [search.bracket(t)[0] for t in targets]
+        probes: set[int] = set()
+        for (lo, hi), members in groups.items():
+            probes |= _probes(search, lo, hi, members)
+        search.fetch(sorted(probes))
+        for aim in aims:
+            if aim.guess is not None:
+                lo, hi = search.bracket(aim.when)
+                missed_by = max(0.0, lo - aim.guess, aim.guess - hi)
+                rough = missed_by / math.sqrt(aim.width)
+                search.roughness = max(rough, search.roughness or 0.0)
+
+
+def _kept_at_or_before(search: _Search, generation: int) -> int:
+    """The newest record at or before ``generation`` that no read record supersedes (0:
+    none), reading back in growing batches past superseded or missing ones."""
+    batch = 4
+    while generation >= 1:
+        if generation not in search.known and generation not in search.missing:
+            search.fetch(range(max(1, generation - batch + 1), generation + 1))
+            batch = min(batch * 4, 256)
+            continue
+        superseded = {s.generation for r in search.known.values() for s in r.supersedes}
+        if generation in search.known and generation not in superseded:
+            return generation
+        generation -= 1
+    return 0
 
 
 def served_at_search(
     store: Store, name: str, when: datetime | str, grace: timedelta
 ) -> list[ServedVersion]:
-    """:func:`served_at` over only the records around ``when``, found by searching."""
+    """:func:`served_at` over only the records around ``when``, found by searching.
+
+    Reads the newest generation, then a few records per round in parallel until it holds
+    every state live at ``when`` (docs/design.md, "Scale: indexes and hints"). Superseded
+    records are left out, missing and corrupt ones stepped over, as a full read of the
+    history does.
+
+    Args:
+        store: The registry's store.
+        name: The model.
+        when: The instant: a datetime, an ISO 8601 string or ``"now"``.
+        grace: How long a server may keep serving a replaced state.
+
+    Returns:
+        The versions that could have served at ``when``, as :func:`served_at` gives them.
+
+    Raises:
+        InvalidNameError: ``name`` is not a model name.
+        InvalidInputError: ``when`` is not a time.
+    """
     check_name(name)
     when = parse_instant(when)
     newest = newest_generation(store, name)
     if newest == 0:
         return []
     search = _Search(store, name, newest)
-    last = _last_at_or_before(search, when)
+    # A state is live at `when` if its record is at or before it and the next one after
+    # `when - grace`: the states from the one in force at `when - grace` to the one at
+    # `when`, both searched for in the same rounds.
+    last, settled = _last_at_or_before(search, [when, when - grace])
     if last == 0:
         return []
-    # States before `last` are still live when the record after them is within grace.
-    first = last
-    search.fetch([last, last + 1])
-    next_when = search.when(last)  # the time of the record after the candidate below
-    candidate = last - 1
-    while candidate >= 1 and next_when is not None and next_when + grace > when:
-        if candidate not in search.known and candidate not in search.missing:
-            search.fetch(range(max(1, candidate - 3), candidate + 1))
-        superseded = {s.generation for r in search.known.values() for s in r.supersedes}
-        if candidate in search.known and candidate not in superseded:
-            first = candidate  # a missing or superseded record is stepped over
-            next_when = search.when(candidate)
-        candidate -= 1
+    settled = min(settled, last)  # clocks out of order, or a negative grace
+    search.fetch(range(max(1, settled), last + 1))  # usually read already
+    # The state in force at `when - grace` is the newest one installed by then: a
+    # superseded record there was never served.
+    first = _kept_at_or_before(search, settled)
+    # The record after `last` ends its state (records between are missing).
+    after = search.bracket(when)[1]
     known = _without_superseded(search.known)
-    window = [known[g] for g in range(first, last + 2) if g in known]
+    window = [known[g] for g in range(first, after + 1) if g in known]
     return served_at(window, when, grace)
