@@ -123,11 +123,13 @@ class DirectS3:
             headers["If-None-Match"] = IfNoneMatch
         response = self._send("GetObject", "GET", Bucket, Key, headers, None, _EMPTY_SHA256)
         got = response.headers
-        length = int(got.get("content-length", "0"))
+        declared = got.get("content-length")
+        length = int(declared) if declared is not None else None
         result = _common(got)
         result.update(
+            # Without a Content-Length (chunked) the body's length is not checked, as botocore.
             Body=StreamingBody(response, length),
-            ContentLength=length,
+            ContentLength=length or 0,
             LastModified=_last_modified(got),
         )
         if "content-range" in got:
