@@ -174,3 +174,67 @@ def test_where_the_direct_transport_is_used(server: Backend) -> None:
         patch.setenv("http_proxy", "http://127.0.0.1:9")
         patch.setenv("no_proxy", "")
         assert not S3Store("s3://b", endpoint_url="http://10.1.2.3:8333").direct, "proxied"
+
+
+@pytest.mark.parametrize("token", [None, "session-token/with+odd=chars"])
+@pytest.mark.parametrize(
+    ("method", "key", "query", "headers", "body"),
+    [
+        ("GET", "a/b c/ключ+=.json", None, {"Range": "bytes=0-99"}, b""),
+        (
+            "PUT",
+            "m/blobs/sha256/ab",
+            None,
+            {"x-amz-meta-sha256": "ab" * 32, "Content-Type": "text/html; charset=utf-8"},
+            b"x" * 9,
+        ),
+        ("GET", None, {"list-type": "2", "prefix": "a b/ü", "start-after": "a b/t~"}, {}, b""),
+    ],
+)
+def test_signatures_equal_botocores(
+    monkeypatch: pytest.MonkeyPatch,
+    token: str | None,
+    method: str,
+    key: str | None,
+    query: dict[str, str] | None,
+    headers: dict[str, str],
+    body: bytes,
+) -> None:
+    """Session tokens included: the servers under test do not issue them, botocore's signer
+    is the reference for the same request at the same instant."""
+    import datetime as dt
+    import hashlib
+    from urllib.parse import quote
+
+    import botocore.auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    from modelshelf._stores._s3_direct import DirectS3
+
+    when = dt.datetime(2026, 12, 2, 3, 4, 5, tzinfo=dt.UTC)
+    creds = Credentials("AKIDEXAMPLE", "secret/EXAMPLE+key", token)
+    direct = DirectS3(
+        "http://127.0.0.1:8333",
+        region="eu-west-3",
+        credentials=creds.get_frozen_credentials,
+        max_connections=1,
+        connect_timeout=1,
+        read_timeout=1,
+        ca_bundle=None,
+        user_agent="test",
+    )
+    path = "/bucket" + ("" if key is None else "/" + quote(key, safe="/~"))
+    canonical_query = "&".join(
+        f"{quote(k, safe='-_.~')}={quote(v, safe='-_.~')}" for k, v in sorted((query or {}).items())
+    )
+    payload = hashlib.sha256(body).hexdigest()
+    ours = direct._sign(method, path, canonical_query, dict(headers), payload, now=when)
+
+    monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda: when.replace(tzinfo=None))
+    url = "http://127.0.0.1:8333" + path + (f"?{canonical_query}" if canonical_query else "")
+    request = AWSRequest(method=method, url=url, data=body, headers=dict(headers))
+    botocore.auth.S3SigV4Auth(creds, "s3", "eu-west-3").add_auth(request)
+    assert ours["Authorization"] == request.headers["Authorization"], (
+        "the direct transport signs this request unlike botocore"
+    )

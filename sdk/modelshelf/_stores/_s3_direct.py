@@ -258,11 +258,12 @@ class DirectS3:
         canonical_query: str,
         headers: dict[str, str],
         payload_sha256: str,
+        now: dt.datetime | None = None,
     ) -> dict[str, str]:
         creds = self._credentials()
         if creds is None:
             raise NoCredentialsError()
-        now = dt.datetime.now(dt.UTC)
+        now = now or dt.datetime.now(dt.UTC)
         amz_date = now.strftime("%Y%m%dT%H%M%SZ")
         day = amz_date[:8]
         signed = {
