@@ -210,7 +210,7 @@ def test_signatures_equal_botocores(
     from botocore.awsrequest import AWSRequest
     from botocore.credentials import Credentials
 
-    from modelshelf._stores._s3_direct import DirectS3
+    from modelshelf._stores._s3_direct import DirectS3, canonical_query_string
 
     when = dt.datetime(2026, 12, 2, 3, 4, 5, tzinfo=dt.UTC)
     creds = Credentials("AKIDEXAMPLE", "secret/EXAMPLE+key", token)
@@ -225,9 +225,7 @@ def test_signatures_equal_botocores(
         user_agent="test",
     )
     path = "/bucket" + ("" if key is None else "/" + quote(key, safe="/~"))
-    canonical_query = "&".join(
-        f"{quote(k, safe='-_.~')}={quote(v, safe='-_.~')}" for k, v in sorted((query or {}).items())
-    )
+    canonical_query = canonical_query_string(query or {})
     payload = hashlib.sha256(body).hexdigest()
     ours = direct._sign(method, path, canonical_query, dict(headers), payload, now=when)
 

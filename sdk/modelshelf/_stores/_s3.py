@@ -233,7 +233,7 @@ class S3Store:
                     max_connections=4 * self._concurrency + 8,
                 )
         # GetObject, PutObject and ListObjectsV2 go direct where that fits; the rest, botocore.
-        self._gets: Any = self._direct if self._direct is not None else self._client
+        self._transport: Any = self._direct if self._direct is not None else self._client
 
     def _make_client(
         self, endpoint_url: str | None, profile: str | None, region: str | None
@@ -406,7 +406,7 @@ class S3Store:
         full = self._full(key)
 
         def call() -> str:
-            body = self._gets.get_object(Bucket=self._bucket, Key=full, IfMatch=_quoted(etag))[
+            body = self._transport.get_object(Bucket=self._bucket, Key=full, IfMatch=_quoted(etag))[
                 "Body"
             ]
             digest = hashlib.sha256()
@@ -427,7 +427,7 @@ class S3Store:
 
         def call() -> StoredObject | None:
             try:
-                response = self._gets.get_object(Bucket=self._bucket, Key=full, **extra)
+                response = self._transport.get_object(Bucket=self._bucket, Key=full, **extra)
             except ClientError as exc:
                 if http_status(exc) == 304:
                     return None  # unchanged: an answer, not a failure
@@ -494,7 +494,7 @@ class S3Store:
                 kwargs["ContinuationToken"] = token
             page: dict[str, Any] = self._with_retries(
                 f"list folders {prefix!r} in {self.uri}",
-                functools.partial(self._gets.list_objects_v2, **kwargs),
+                functools.partial(self._transport.list_objects_v2, **kwargs),
             )
             for item in page.get("CommonPrefixes", ()):
                 names.add(item["Prefix"][len(root) + len(prefix) :].rstrip("/"))
@@ -560,7 +560,7 @@ class S3Store:
                 kwargs["ContinuationToken"] = token
             page: dict[str, Any] = self._with_retries(
                 f"list {prefix!r} in {self.uri}",
-                functools.partial(self._gets.list_objects_v2, **kwargs),
+                functools.partial(self._transport.list_objects_v2, **kwargs),
             )
             for item in page.get("Contents", ()):
                 if after is not None and item["Key"][len(root) :].encode() <= after:
@@ -671,14 +671,14 @@ class S3Store:
 
     def _get_first(self, full: str, span: int) -> dict[str, Any]:
         try:
-            response: dict[str, Any] = self._gets.get_object(
+            response: dict[str, Any] = self._transport.get_object(
                 Bucket=self._bucket, Key=full, Range=f"bytes=0-{span - 1}"
             )
         except ClientError as exc:
             if http_status(exc) != 416:
                 raise
             # An empty object has no first byte to ask for.
-            response = self._gets.get_object(Bucket=self._bucket, Key=full)
+            response = self._transport.get_object(Bucket=self._bucket, Key=full)
         return response
 
     def _parallel_ranges(
@@ -731,7 +731,7 @@ class S3Store:
         def call() -> None:
             nonlocal reached
             # If-Match: every range must come from the same object generation.
-            response = self._gets.get_object(
+            response = self._transport.get_object(
                 Bucket=self._bucket,
                 Key=full,
                 Range=f"bytes={reached}-{end}",

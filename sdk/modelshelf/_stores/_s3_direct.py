@@ -42,7 +42,7 @@ from botocore.response import StreamingBody
 
 from ._s3_timestamps import parse_s3_timestamp
 
-__all__ = ["DirectS3", "direct_transport_for"]
+__all__ = ["DirectS3", "canonical_query_string", "direct_transport_for"]
 
 _EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 _META = "x-amz-meta-"
@@ -102,7 +102,7 @@ class DirectS3:
         """Call ``callback(operation, params)`` before each request (counting, in tests)."""
         self._observers.append(callback)
 
-    # -- the two operations ----------------------------------------------------------
+    # -- the three operations --------------------------------------------------------
 
     def get_object(
         self,
@@ -114,13 +114,7 @@ class DirectS3:
         IfNoneMatch: str | None = None,  # noqa: N803
     ) -> dict[str, Any]:
         """GetObject; the answer has a streaming ``Body`` like botocore's."""
-        headers: dict[str, str] = {}
-        if Range is not None:
-            headers["Range"] = Range
-        if IfMatch is not None:
-            headers["If-Match"] = IfMatch
-        if IfNoneMatch is not None:
-            headers["If-None-Match"] = IfNoneMatch
+        headers = _present({"Range": Range, "If-Match": IfMatch, "If-None-Match": IfNoneMatch})
         response = self._send("GetObject", "GET", Bucket, Key, headers, None, _EMPTY_SHA256)
         got = response.headers
         declared = got.get("content-length")
@@ -153,14 +147,14 @@ class DirectS3:
         headers = {"Content-Length": str(len(Body))}
         for name, value in (Metadata or {}).items():
             headers[_META + name] = value
-        if IfMatch is not None:
-            headers["If-Match"] = IfMatch
-        if IfNoneMatch is not None:
-            headers["If-None-Match"] = IfNoneMatch
-        if ContentType is not None:
-            headers["Content-Type"] = ContentType
-        if ChecksumSHA256 is not None:
-            headers["x-amz-checksum-sha256"] = ChecksumSHA256
+        headers |= _present(
+            {
+                "If-Match": IfMatch,
+                "If-None-Match": IfNoneMatch,
+                "Content-Type": ContentType,
+                "x-amz-checksum-sha256": ChecksumSHA256,
+            }
+        )
         response = self._send("PutObject", "PUT", Bucket, Key, headers, Body, PayloadSHA256)
         try:
             response.drain_conn()
@@ -180,23 +174,21 @@ class DirectS3:
     ) -> dict[str, Any]:
         """ListObjectsV2, one page; keys URL-encoded on the wire and decoded here, as botocore."""
         query = {"list-type": "2", "encoding-type": "url", "prefix": Prefix}
-        for name, value in (
-            ("delimiter", Delimiter),
-            ("start-after", StartAfter),
-            ("max-keys", None if MaxKeys is None else str(MaxKeys)),
-            ("continuation-token", ContinuationToken),
-        ):
-            if value is not None:
-                query[name] = value
+        query |= _present(
+            {
+                "delimiter": Delimiter,
+                "start-after": StartAfter,
+                "max-keys": None if MaxKeys is None else str(MaxKeys),
+                "continuation-token": ContinuationToken,
+            }
+        )
         response = self._send(
             "ListObjectsV2", "GET", Bucket, None, {}, None, _EMPTY_SHA256, query=query
         )
         try:
             data = response.read()
-        except urllib3.exceptions.ReadTimeoutError as exc:
-            raise ReadTimeoutError(endpoint_url=self._endpoint_url, error=exc) from exc
         except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise ConnectionClosedError(endpoint_url=self._endpoint_url, error=exc) from exc
+            raise self._broken(exc) from exc
         finally:
             response.release_conn()
         return _parse_listing(data)
@@ -220,11 +212,7 @@ class DirectS3:
         path = f"{self._base_path}/{quote(bucket, safe='')}"
         if key is not None:
             path += "/" + quote(key, safe="/~")
-        # SigV4's canonical query: names and values percent-encoded, sorted by name.
-        canonical_query = "&".join(
-            f"{quote(name, safe='-_.~')}={quote(value, safe='-_.~')}"
-            for name, value in sorted((query or {}).items())
-        )
+        canonical_query = canonical_query_string(query or {})
         signed = self._sign(method, path, canonical_query, headers, payload_sha256)
         try:
             response = self._pool.urlopen(
@@ -238,18 +226,23 @@ class DirectS3:
                 decode_content=False,
                 redirect=False,
             )
-        except urllib3.exceptions.ConnectTimeoutError as exc:
-            raise ConnectTimeoutError(endpoint_url=self._endpoint_url, error=exc) from exc
-        except urllib3.exceptions.NewConnectionError as exc:
-            raise EndpointConnectionError(endpoint_url=self._endpoint_url, error=exc) from exc
-        except urllib3.exceptions.ReadTimeoutError as exc:
-            raise ReadTimeoutError(endpoint_url=self._endpoint_url, error=exc) from exc
         except (urllib3.exceptions.HTTPError, OSError) as exc:
-            # Sent, or partly sent, and then broken: the outcome is unknown.
-            raise ConnectionClosedError(endpoint_url=self._endpoint_url, error=exc) from exc
+            raise self._broken(exc) from exc
         if response.status >= 300:
             raise _client_error(operation, response)
         return response
+
+    def _broken(self, exc: Exception) -> Exception:
+        """botocore's error for a transport failure, keeping "nothing was sent" apart."""
+        kind: Any = ConnectionClosedError  # sent, or partly sent, then broken: outcome unknown
+        if isinstance(exc, urllib3.exceptions.ConnectTimeoutError):
+            kind = ConnectTimeoutError
+        elif isinstance(exc, urllib3.exceptions.NewConnectionError):
+            kind = EndpointConnectionError
+        elif isinstance(exc, urllib3.exceptions.ReadTimeoutError):
+            kind = ReadTimeoutError
+        error: Exception = kind(endpoint_url=self._endpoint_url, error=exc)
+        return error
 
     def _sign(
         self,
@@ -300,7 +293,7 @@ class DirectS3:
         )
         key = self._signing_key(day, creds.secret_key)
         signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
-        out = {name: value for name, value in headers.items()}
+        out = dict(headers)
         out.update(
             {
                 "X-Amz-Content-SHA256": payload_sha256,
@@ -327,6 +320,18 @@ class DirectS3:
         with self._scope_lock:
             self._signing = (day, secret, key)
         return key
+
+
+def canonical_query_string(query: Mapping[str, str]) -> str:
+    """SigV4's canonical query: names and values percent-encoded, sorted by name."""
+    return "&".join(
+        f"{quote(name, safe='-_.~')}={quote(value, safe='-_.~')}"
+        for name, value in sorted(query.items())
+    )
+
+
+def _present(values: Mapping[str, str | None]) -> dict[str, str]:
+    return {name: value for name, value in values.items() if value is not None}
 
 
 def _common(headers: Mapping[str, str]) -> dict[str, Any]:
