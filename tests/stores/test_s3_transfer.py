@@ -17,7 +17,7 @@ from modelshelf import Registry
 from modelshelf._errors import IntegrityError
 from modelshelf._stores import OVERWRITE, SupportsHashedGet
 from modelshelf._stores._s3 import S3Store
-from modelshelf._stores._s3_transfer import InOrderHasher, TransferCancelled
+from modelshelf._stores._s3_transfer import RangeHasher
 from modelshelf.layout import blob_key
 from tests.support.backends import SMALL_PART, Backend
 from tests.support.blobs import MiB, multipart_uploads, sha256_of
@@ -33,51 +33,71 @@ def _counted(store: S3Store) -> dict[str, int]:
     return calls
 
 
-def test_in_order_hasher_hashes_chunks_fed_in_any_order_from_many_threads() -> None:
+def test_range_hasher_hashes_ranges_written_in_any_order_from_many_threads(
+    tmp_path: Path,
+) -> None:
     data = os.urandom(3 * MiB + 12345)
-    chunks = [(o, data[o : o + 65536]) for o in range(0, len(data), 65536)]
-    random.Random(7).shuffle(chunks)
-    hasher = InOrderHasher(window=len(data))
-    threads = [
-        threading.Thread(target=lambda part=chunks[i::4]: [hasher.feed(o, c) for o, c in part])
-        for i in range(4)
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert hasher.position == len(data), "some chunk was never hashed"
-    assert hasher.hexdigest() == hashlib.sha256(data).hexdigest(), "chunks hashed out of order"
+    path = tmp_path / "download"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT)
+    try:
+        os.ftruncate(fd, len(data))
+        ranges = [(o, min(o + 300_000, len(data))) for o in range(0, len(data), 300_000)]
+        hasher = RangeHasher(fd, ranges)
+        hashing = threading.Thread(target=hasher.run)
+        hashing.start()
+        order = list(range(len(ranges)))
+        random.Random(7).shuffle(order)
+
+        def write(indexes: list[int]) -> None:
+            for i in indexes:
+                start, end = ranges[i]
+                for at in range(start, end, 65536):  # each range in pieces, reported as written
+                    piece = data[at : min(at + 65536, end)]
+                    os.pwrite(fd, piece, at)
+                    hasher.advance(i, at + len(piece))
+
+        writers = [threading.Thread(target=write, args=(order[i::4],)) for i in range(4)]
+        for thread in writers:
+            thread.start()
+        for thread in writers:
+            thread.join()
+        hashing.join(10)
+        assert not hashing.is_alive(), "the hasher did not finish once every range was written"
+        assert hasher.hexdigest() == hashlib.sha256(data).hexdigest(), "ranges hashed out of order"
+    finally:
+        os.close(fd)
 
 
-def test_in_order_hasher_holds_back_ranges_beyond_its_window() -> None:
-    hasher = InOrderHasher(window=100)
-    hasher.wait_for_room(100)  # within the window: no wait
-    started = threading.Event()
+def test_range_hasher_stops_on_cancel_and_refuses_a_digest(tmp_path: Path) -> None:
+    fd = os.open(tmp_path / "download", os.O_RDWR | os.O_CREAT)
+    try:
+        os.ftruncate(fd, 200)
+        hasher = RangeHasher(fd, [(0, 100), (100, 200)])
+        hashing = threading.Thread(target=hasher.run)
+        hashing.start()
+        hasher.advance(1, 200)  # the second range only: nothing to hash yet
+        hashing.join(0.2)
+        assert hashing.is_alive(), "the hasher ran past a range that was not written"
+        hasher.cancel()
+        hashing.join(5)
+        assert not hashing.is_alive(), "cancel() must stop the hasher"
+        with pytest.raises(RuntimeError, match="not hashed to its end"):
+            hasher.hexdigest()
+    finally:
+        os.close(fd)
 
-    def far_range() -> None:
-        hasher.wait_for_room(250)
-        started.set()
 
-    thread = threading.Thread(target=far_range)
-    thread.start()
-    assert not started.wait(0.2), "a range 250 bytes ahead started with a 100-byte window"
-    hasher.feed(0, b"x" * 160)
-    assert started.wait(5), "the range did not start once the hash position moved up"
-    thread.join()
-    blocked: list[BaseException] = []
-
-    def cancelled_range() -> None:
-        try:
-            hasher.wait_for_room(10_000)
-        except TransferCancelled as exc:
-            blocked.append(exc)
-
-    thread = threading.Thread(target=cancelled_range)
-    thread.start()
-    hasher.cancel()
-    thread.join(5)
-    assert blocked, "cancel() must release a waiting range"
+def test_range_hasher_reports_a_file_truncated_under_it(tmp_path: Path) -> None:
+    fd = os.open(tmp_path / "download", os.O_RDWR | os.O_CREAT)
+    try:
+        os.pwrite(fd, b"x" * 100, 0)
+        hasher = RangeHasher(fd, [(0, 200)])
+        hasher.advance(0, 200)  # claimed written, but the file holds 100 bytes
+        hasher.run()
+        with pytest.raises(OSError, match="truncated"):
+            hasher.hexdigest()
+    finally:
+        os.close(fd)
 
 
 def test_s3_store_declares_hashed_get(s3_backend: Backend) -> None:

@@ -42,7 +42,6 @@ from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
-    IncompleteReadError,
     ProfileNotFound,
 )
 from botocore.loaders import Loader, create_loader
@@ -71,7 +70,7 @@ from ._protocol import (
 from ._s3_direct import DirectS3, direct_transport_for
 from ._s3_errors import Kind, http_status, kind_of, outcome_unknown, translate
 from ._s3_timestamps import parse_s3_timestamp
-from ._s3_transfer import FileWindow, InOrderHasher, TransferCancelled
+from ._s3_transfer import FileWindow, RangeHasher, drain_into
 
 __all__ = ["S3Store"]
 
@@ -87,7 +86,7 @@ _DEFAULT_MAX_ATTEMPTS = 6
 _DEFAULT_RETRY_DELAY = 0.2
 _MAX_RETRY_DELAY = 10.0
 _STREAM_CHUNK = 1 * MiB
-_MAX_RANGE = 8 * MiB  # downloads: ranges of the part size, at most this (bounds the reorder buffer)
+_MAX_RANGE = 16 * MiB  # downloads: ranges of the part size, at most this
 _META_SHA256 = "sha256"  # sent as x-amz-meta-sha256
 _LOADERS: dict[str | None, Loader] = {}
 _LOADERS_LOCK = threading.Lock()
@@ -618,7 +617,8 @@ class S3Store:
         expected: int | None = None,
     ) -> tuple[ObjectInfo, str | None]:
         """One GET of the first range (size and etag from its answer), then the rest in
-        parallel ranges with If-Match on that etag; every chunk written once where it goes.
+        parallel ranges with If-Match on that etag; every byte written once where it goes and
+        hashed, when asked, from the file by a thread that follows the writers.
         """
         full = self._full(key)
         action = f"download {self._where(key)}"
@@ -633,41 +633,28 @@ class S3Store:
         if expected is not None and total != expected:
             response["Body"].close()
             raise _size_error(self._where(key), total, expected)
-        hasher = InOrderHasher(self._concurrency * span) if hashed else None
-        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        ranges = [(0, first_end + 1)] + [
+            (start, min(start + span, total)) for start in range(first_end + 1, total, span)
+        ]
+        fd = os.open(dest, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o666)
+        hasher: RangeHasher | None = None
         try:
-            if total > first_end + 1:
+            if len(ranges) > 1:
                 os.ftruncate(fd, total)
+            hasher = RangeHasher(fd, ranges) if hashed else None
 
-            def sink(offset: int, chunk: bytes) -> None:
-                view = memoryview(chunk)
-                at = offset
-                while view:
-                    written = os.pwrite(fd, view, at)
-                    at += written
-                    view = view[written:]
-                if hasher is not None:
-                    hasher.feed(offset, chunk)
-                if progress is not None:
-                    progress(len(chunk))
-
-            def first() -> None:
-                reached, _ = _drain_body(response["Body"], 0, sink)
+            def first(on_written: Callable[[int, int], None]) -> None:
+                reached, _ = drain_into(response["Body"], fd, 0, first_end + 1, on_written)
                 if reached <= first_end:
                     # The stream broke: go on from where it stopped, same generation.
-                    self._read_range(full, action, reached, first_end, etag, sink)
+                    self._read_range(full, action, fd, reached, first_end + 1, etag, on_written)
 
-            ranges = [
-                (start, min(start + span, total) - 1) for start in range(first_end + 1, total, span)
-            ]
-            if not ranges:
-                first()
-            else:
-                self._parallel_ranges(full, action, etag, first, ranges, sink, hasher)
+            self._parallel_ranges(full, action, etag, fd, ranges, first, hasher, progress)
+            digest = hasher.hexdigest() if hasher is not None else None
         finally:
             os.close(fd)
         info = ObjectInfo(key=key, size=total, etag=etag, last_modified=modified)
-        return info, hasher.hexdigest() if hasher is not None else None
+        return info, digest
 
     def _get_first(self, full: str, span: int) -> dict[str, Any]:
         try:
@@ -686,46 +673,68 @@ class S3Store:
         full: str,
         action: str,
         etag: str,
-        first: Callable[[], None],
+        fd: int,
         ranges: builtins.list[tuple[int, int]],
-        sink: Callable[[int, bytes], None],
-        hasher: InOrderHasher | None,
+        first: Callable[[Callable[[int, int], None]], None],
+        hasher: RangeHasher | None,
+        progress: ProgressCallback | None,
     ) -> None:
-        def one(start: int, end: int) -> None:
-            if hasher is not None:
-                hasher.wait_for_room(start)  # bounds the reorder buffer
-            self._read_range(full, action, start, end, etag, sink)
+        """Every range into ``fd`` (the first from the answer already open), ``hasher``
+        following on a thread of its own."""
 
-        with cf.ThreadPoolExecutor(self._concurrency, thread_name_prefix="modelshelf-get") as pool:
-            # The pool's queue is FIFO: ranges start in file order, so the range at the hash
-            # position is always running and never waits for room.
-            futures = [pool.submit(first)] + [pool.submit(one, s, e) for s, e in ranges]
-            try:
-                for future in cf.as_completed(futures):
-                    future.result()
-            except BaseException as exc:
-                for future in futures:
-                    future.cancel()
+        def reporter(index: int) -> Callable[[int, int], None]:
+            def on_written(reached: int, nbytes: int) -> None:
                 if hasher is not None:
-                    hasher.cancel()
-                # The first real failure, not a worker released by the cancel.
-                for future in futures:
-                    if future.done() and not future.cancelled():
-                        error = future.exception()
-                        if error is not None and not isinstance(error, TransferCancelled):
-                            raise error from None
-                raise exc
+                    hasher.advance(index, reached)
+                if progress is not None:
+                    progress(nbytes)
+
+            return on_written
+
+        def one(index: int) -> None:
+            start, end = ranges[index]
+            self._read_range(full, action, fd, start, end, etag, reporter(index))
+
+        hashing = None
+        if hasher is not None:
+            hashing = threading.Thread(target=hasher.run, name="modelshelf-hash", daemon=True)
+            hashing.start()
+        try:
+            if len(ranges) == 1:
+                first(reporter(0))
+            else:
+                workers = min(self._concurrency, len(ranges))
+                with cf.ThreadPoolExecutor(workers, thread_name_prefix="modelshelf-get") as pool:
+                    # FIFO: ranges start in file order, so the hash follows close behind.
+                    futures = [pool.submit(first, reporter(0))]
+                    futures += [pool.submit(one, i) for i in range(1, len(ranges))]
+                    try:
+                        for future in cf.as_completed(futures):
+                            future.result()
+                    except BaseException:
+                        for future in futures:
+                            future.cancel()
+                        raise
+        except BaseException:
+            if hasher is not None:
+                hasher.cancel()
+            raise
+        finally:
+            if hashing is not None:
+                hashing.join()
 
     def _read_range(
         self,
         full: str,
         action: str,
+        fd: int,
         start: int,
         end: int,
         etag: str,
-        sink: Callable[[int, bytes], None],
+        on_written: Callable[[int, int], None],
     ) -> None:
-        """Bytes ``start..end`` into ``sink``; a retry goes on from the byte reached."""
+        """Bytes ``start..end`` (end exclusive) into ``fd``; a retry goes on from the byte
+        reached."""
         reached = start
 
         def call() -> None:
@@ -734,16 +743,12 @@ class S3Store:
             response = self._transport.get_object(
                 Bucket=self._bucket,
                 Key=full,
-                Range=f"bytes={reached}-{end}",
+                Range=f"bytes={reached}-{end - 1}",
                 IfMatch=_quoted(etag),
             )
-            reached, error = _drain_body(response["Body"], reached, sink)
+            reached, error = drain_into(response["Body"], fd, reached, end, on_written)
             if error is not None:
                 raise error  # retried from the byte reached
-            if reached != end + 1:
-                raise IncompleteReadError(
-                    actual_bytes=reached - start, expected_bytes=end + 1 - start
-                )
 
         self._with_retries(action, call)
 
@@ -998,20 +1003,6 @@ def _content_range(response: dict[str, Any]) -> tuple[int, int]:
     span, _, total = str(text).removeprefix("bytes ").partition("/")
     _, _, last = span.partition("-")
     return int(total), int(last)
-
-
-def _drain_body(body: Any, offset: int, sink: Callable[[int, bytes], None]) -> tuple[int, Any]:
-    """Stream a response body into ``sink``; returns the offset reached and the read error
-    that stopped it early (``None`` when the body ended)."""
-    try:
-        for chunk in body.iter_chunks(_STREAM_CHUNK):
-            sink(offset, chunk)
-            offset += len(chunk)
-    except (BotoCoreError, ClientError) as exc:
-        return offset, exc
-    finally:
-        body.close()
-    return offset, None
 
 
 def _identity(st: os.stat_result) -> tuple[int, int, int, int, int]:

@@ -1,102 +1,184 @@
-"""Pieces of S3Store's large transfers: an in-order hasher for parallel downloads and a
-window of a file that an upload part streams from (docs/design.md, "Put modes", S3).
+"""Pieces of S3Store's large transfers: the hasher that follows parallel ranged downloads,
+draining a response body into a file, and a window of a file that an upload part streams from
+(docs/design.md, "Put modes", S3).
 """
 
 from __future__ import annotations
 
 import hashlib
+import http.client
 import io
 import os
 import threading
+from collections.abc import Callable
+from typing import Any
 
-__all__ = ["FileWindow", "InOrderHasher", "TransferCancelled"]
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    IncompleteReadError,
+    ReadTimeoutError,
+    ResponseStreamingError,
+)
+from botocore.response import StreamingBody
+
+__all__ = ["FileWindow", "RangeHasher", "drain_into"]
+
+_HASH_CHUNK = 8 * 1024 * 1024
 
 
-class TransferCancelled(Exception):
-    """Raised in a waiting range worker after another range of the same transfer failed."""
+class RangeHasher:
+    """The sha256 of a file that parallel ranges are writing, hashed in order from the file.
 
-
-class InOrderHasher:
-    """The sha256 of chunks that arrive at their offsets in any order, hashed in order.
-
-    A chunk at the hash position is hashed by the thread that brought it, which then drains
-    the chunks that waited behind it; any other chunk waits in a reorder buffer. The buffer
-    is bounded by :meth:`wait_for_room`: a range starts only when it begins at most
-    ``window`` bytes past the hash position. The range at the hash position never waits, so
-    the hash always advances and nothing deadlocks.
+    Writers report how far each range has been written (:meth:`advance`); :meth:`run`, on a
+    thread of its own, hashes the written prefix of the file as it grows, reading it back
+    with ``pread`` (from the page cache: it was just written). The digest is therefore of the
+    bytes as they lie in the file, and nothing is held in memory waiting for its turn.
 
     Args:
-        window: How far past the hash position a range may start, in bytes.
+        fd: The file being written, open for reading.
+        ranges: ``(start, end)`` of every range (end exclusive), in file order, covering it.
     """
 
-    def __init__(self, window: int) -> None:
-        self._window = window
-        self._digest = hashlib.sha256()
-        self._position = 0
-        self._pending: dict[int, bytes] = {}
-        self._busy = False
+    def __init__(self, fd: int, ranges: list[tuple[int, int]]) -> None:
+        self._fd = fd
+        self._ranges = ranges
+        self._reached = [start for start, _ in ranges]
+        self._total = ranges[-1][1] if ranges else 0
+        self._head = 0  # the first range not yet completely written
         self._cancelled = False
         self._cond = threading.Condition()
-        self.peak_pending = 0
-        """The most bytes that ever waited in the reorder buffer (for tests and benchmarks)."""
-        self._pending_bytes = 0
+        self._digest = hashlib.sha256()
+        self._hashed = 0
+        self._error: BaseException | None = None
 
-    @property
-    def position(self) -> int:
-        """How many bytes from the start have been hashed (or are being hashed)."""
+    def advance(self, index: int, reached: int) -> None:
+        """Range ``index`` has been written up to (not including) offset ``reached``."""
         with self._cond:
-            return self._position
-
-    def wait_for_room(self, start: int) -> None:
-        """Block until a range starting at ``start`` may begin.
-
-        Raises:
-            TransferCancelled: :meth:`cancel` was called.
-        """
-        with self._cond:
-            while not self._cancelled and start - self._position > self._window:
-                self._cond.wait()
-            if self._cancelled:
-                raise TransferCancelled()
+            self._reached[index] = reached
+            if index == self._head:
+                self._cond.notify()
 
     def cancel(self) -> None:
-        """Release every waiting range (they raise :class:`TransferCancelled`)."""
+        """Stop :meth:`run` (the transfer failed)."""
         with self._cond:
             self._cancelled = True
-            self._pending.clear()
-            self._pending_bytes = 0
-            self._cond.notify_all()
+            self._cond.notify()
 
-    def feed(self, offset: int, chunk: bytes) -> None:
-        """Account for ``chunk``, the bytes at ``offset``."""
-        if not chunk:
-            return
-        with self._cond:
-            if self._cancelled:
-                return
-            self._pending[offset] = chunk
-            self._pending_bytes += len(chunk)
-            self.peak_pending = max(self.peak_pending, self._pending_bytes)
-            if self._busy or offset != self._position:
-                return
-            self._busy = True
-        while True:
-            with self._cond:
-                chunk = self._pending.pop(self._position, b"")
-                if not chunk:
-                    self._busy = False
-                    return
-                self._pending_bytes -= len(chunk)
-                # Moving the position before hashing lets waiting ranges start a little
-                # earlier; only this (busy) thread hashes, so the order is kept.
-                self._position += len(chunk)
-                self._cond.notify_all()
-            self._digest.update(chunk)
+    def _written_prefix(self) -> int:
+        """The end of the bytes written contiguously from the start (call holding the lock)."""
+        ranges, reached = self._ranges, self._reached
+        while self._head < len(ranges) and reached[self._head] == ranges[self._head][1]:
+            self._head += 1
+        return self._total if self._head == len(ranges) else reached[self._head]
+
+    def run(self) -> None:
+        """Hash until the whole file is hashed or :meth:`cancel` is called."""
+        buffer = bytearray(min(_HASH_CHUNK, max(1, self._total)))
+        view = memoryview(buffer)
+        try:
+            while self._hashed < self._total:
+                with self._cond:
+                    while not self._cancelled and (end := self._written_prefix()) <= self._hashed:
+                        self._cond.wait()
+                    if self._cancelled:
+                        return
+                while self._hashed < end:
+                    step = min(end - self._hashed, len(buffer))
+                    n = os.preadv(self._fd, [view[:step]], self._hashed)
+                    if n <= 0:
+                        raise OSError(
+                            f"the file being downloaded ended at byte {self._hashed} of "
+                            f"{self._total}: something else truncated it"
+                        )
+                    self._digest.update(view[:n])
+                    self._hashed += n
+        except BaseException as exc:
+            self._error = exc
 
     def hexdigest(self) -> str:
-        """The digest of the bytes hashed so far (call once every chunk was fed)."""
-        with self._cond:
-            return self._digest.hexdigest()
+        """The digest of the whole file (once :meth:`run` has returned).
+
+        Raises:
+            OSError: The file could not be read back.
+        """
+        if self._error is not None:
+            raise self._error
+        if self._hashed != self._total:
+            raise RuntimeError("the download was not hashed to its end")
+        return self._digest.hexdigest()
+
+
+def _readinto_of(body: Any) -> tuple[Callable[[memoryview], int], Callable[[], None]]:
+    """How to receive ``body`` straight into a buffer, and how to let its connection go.
+
+    A plain botocore body over urllib3 is read from its ``http.client`` response with
+    ``readinto`` (one copy, from the socket into the buffer); anything else (a body that
+    checks a checksum or decodes content as it reads) goes through its own ``read``.
+    """
+    raw = getattr(body, "_raw_stream", None)
+    fp = getattr(raw, "_fp", None)
+    if (
+        type(body) is StreamingBody
+        and isinstance(fp, http.client.HTTPResponse)
+        and not raw.headers.get("content-encoding")  # type: ignore[union-attr]
+    ):
+
+        def release() -> None:
+            # Fully read: the connection goes back to the pool; cut short: it is dropped.
+            if fp.isclosed():
+                raw.release_conn()  # type: ignore[union-attr]
+            else:
+                raw.close()  # type: ignore[union-attr]
+
+        return fp.readinto, release
+
+    def read_into(view: memoryview) -> int:
+        data = body.read(len(view))
+        view[: len(data)] = data
+        return len(data)
+
+    return read_into, body.close
+
+
+def drain_into(
+    body: Any,
+    fd: int,
+    start: int,
+    end: int,
+    on_written: Callable[[int, int], None],
+) -> tuple[int, Exception | None]:
+    """Write ``body``, the bytes ``start..end`` (end exclusive) of an object, into ``fd``.
+
+    ``on_written(offset reached, bytes just written)`` follows every chunk. Returns the
+    offset reached and the error that stopped the body early, as botocore's (retryable)
+    exceptions, or ``None`` once it ended.
+    """
+    readinto, release = _readinto_of(body)
+    buffer = bytearray(min(1024 * 1024, max(1, end - start)))
+    view = memoryview(buffer)
+    at = start
+    try:
+        while at < end:
+            try:
+                n = readinto(view[: min(len(buffer), end - at)])
+            except TimeoutError as exc:
+                return at, ReadTimeoutError(endpoint_url="the object being downloaded", error=exc)
+            except (OSError, http.client.HTTPException) as exc:
+                return at, ResponseStreamingError(error=exc)
+            except (BotoCoreError, ClientError) as exc:  # from a body read with its read()
+                return at, exc
+            if not n:
+                return at, IncompleteReadError(actual_bytes=at - start, expected_bytes=end - start)
+            # A failing write (a full disk) is not the network's: it propagates, unretried.
+            written = 0
+            while written < n:
+                written += os.pwrite(fd, view[written:n], at + written)
+            at += n
+            on_written(at, n)
+    finally:
+        release()
+    return at, None
 
 
 class FileWindow(io.RawIOBase):
