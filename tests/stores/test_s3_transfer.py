@@ -4,6 +4,7 @@ uploads streamed from the file, and what a corrupt or changing object does to th
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import random
@@ -15,7 +16,8 @@ import pytest
 
 from modelshelf import Registry
 from modelshelf._errors import IntegrityError
-from modelshelf._stores import OVERWRITE, SupportsHashedGet
+from modelshelf._stores import OVERWRITE, SupportsHashedGet, SupportsUploadDigest
+from modelshelf._stores import _s3 as s3_module
 from modelshelf._stores._s3 import S3Store
 from modelshelf._stores._s3_transfer import RangeHasher
 from modelshelf.layout import blob_key
@@ -199,13 +201,13 @@ def test_upload_of_a_file_changed_meanwhile_writes_nothing(
     digest = sha256_of(src)
     touched = threading.Event()
 
-    def rewrite_during_first_part(**_: Any) -> None:
-        if not touched.is_set():
+    def rewrite_during_first_part(operation: str, params: Any) -> None:
+        if operation == "UploadPart" and not touched.is_set():
             touched.set()
             with open(src, "r+b") as fh:  # same bytes, but written: ctime moves
                 fh.write(fh.read(1))
 
-    store.client.meta.events.register("before-call.s3.UploadPart", rewrite_during_first_part)
+    store.observe_requests(rewrite_during_first_part)  # on either transport
     with pytest.raises(IntegrityError, match="changed"):
         store.put_file("m/blobs/x", src, sha256=digest)
     assert touched.is_set()
@@ -221,3 +223,74 @@ def test_streamed_parts_round_trip(s3_backend: Backend, tmp_path: Path) -> None:
     store.put_file("m/blobs/y", src, sha256=digest)
     info, back = store.get_file_hashed("m/blobs/y", tmp_path / "back")  # type: ignore[attr-defined]
     assert back == digest and info.size == src.stat().st_size
+
+
+def _direct_store(s3_backend: Backend) -> S3Store:
+    store = s3_backend.open(part_size=SMALL_PART, max_concurrency=2)
+    assert isinstance(store, S3Store)
+    if not store.direct:
+        pytest.skip("the in-process mock answers botocore only: no direct transport")
+    return store
+
+
+def test_a_push_reads_a_large_file_once_before_its_upload_and_never_hashes_on_the_way(
+    s3_backend: Backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = _direct_store(s3_backend)
+    assert isinstance(store, SupportsUploadDigest), "S3Store must hash parts with the file"
+    src = tmp_path / "model.bin"
+    src.write_bytes(os.urandom(3 * SMALL_PART + 11))
+    passes: list[int] = []
+    real = s3_module.hash_parts
+
+    def counted(fd: int, size: int, part_size: int) -> tuple[str, list[bytes]]:
+        passes.append(size)
+        return real(fd, size, part_size)
+
+    monkeypatch.setattr(s3_module, "hash_parts", counted)
+    monkeypatch.setattr(s3_module, "_hash_fd", lambda *a: pytest.fail("the upload re-hashed"))
+    calls = _counted(store)
+    digest = store.digest_for_upload(src)
+    assert digest == sha256_of(src), "digest_for_upload gave another sha256"
+    store.put_file("m/blobs/x", src, sha256=digest)
+    assert passes == [src.stat().st_size], f"the file was hashed {len(passes)} times, not once"
+    assert calls == {"CreateMultipartUpload": 1, "UploadPart": 4, "CompleteMultipartUpload": 1}, (
+        f"unexpected requests {calls}"
+    )
+    info, back = store.get_file_hashed("m/blobs/x", tmp_path / "back")
+    assert back == digest and info.size == src.stat().st_size, "the object is not the file"
+
+
+def test_a_file_changed_between_its_digest_and_its_upload_writes_nothing(
+    s3_backend: Backend, tmp_path: Path
+) -> None:
+    store = _direct_store(s3_backend)
+    src = tmp_path / "model.bin"
+    src.write_bytes(os.urandom(3 * SMALL_PART))
+    digest = store.digest_for_upload(src)
+    with open(src, "r+b") as fh:  # same size, other bytes: the kept part digests must not serve
+        fh.write(os.urandom(16))
+    with pytest.raises(IntegrityError, match="does not match its sha256"):
+        store.put_file("m/blobs/x", src, sha256=digest)
+    assert multipart_uploads(s3_backend) == [], "the refused upload was not aborted"
+    assert not list(store.list("m/")), "a refused upload left an object"
+
+
+def test_the_server_refuses_a_part_whose_bytes_are_not_the_ones_hashed(
+    s3_backend: Backend, tmp_path: Path
+) -> None:
+    # What a part changed after its digest was taken looks like to the server: it must
+    # check every part against the digest sent with it, and nothing may be written.
+    if s3_backend.name == "moto-server":
+        pytest.skip("moto checks neither a part's signed sha256 nor its checksum; S3 does")
+    store = _direct_store(s3_backend)
+    src = tmp_path / "model.bin"
+    src.write_bytes(os.urandom(3 * SMALL_PART))
+    digest = store.digest_for_upload(src)
+    identity, prepared = next(iter(store._prepared.items()))
+    forged = [hashlib.sha256(b"other bytes").digest(), *prepared.parts[1:]]
+    store._prepared[identity] = dataclasses.replace(prepared, parts=forged)
+    with pytest.raises(IntegrityError, match="did not reach"):
+        store.put_file("m/blobs/x", src, sha256=digest)
+    assert multipart_uploads(s3_backend) == [], "the refused upload was not aborted"
+    assert not list(store.list("m/")), "a refused upload left an object"

@@ -22,6 +22,7 @@ from ._protocol import (
     SupportsHashedGet,
     SupportsListFolders,
     SupportsStaleUploads,
+    SupportsUploadDigest,
     check_key,
 )
 from ._uri import open_store
@@ -39,6 +40,7 @@ __all__ = [
     "StoredObject",
     "SupportsContentAddressedPut",
     "SupportsHashedGet",
+    "SupportsUploadDigest",
     "SupportsListFolders",
     "SupportsStaleUploads",
     "check_key",

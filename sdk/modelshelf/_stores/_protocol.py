@@ -11,6 +11,7 @@ Optional capabilities are named protocols, checked with ``isinstance`` (never pr
   so the registry finds its models without listing every metrics object.
 - :class:`SupportsContentAddressedPut`: hash a file while storing it (one read, not two).
 - :class:`SupportsHashedGet`: hash a download while writing it.
+- :class:`SupportsUploadDigest`: hash a file for an upload that follows, in the same read.
 - :class:`SupportsStaleUploads`: find and abort abandoned partial uploads.
 
 Every method raises only :class:`~modelshelf.ModelshelfError` subclasses: each backend
@@ -33,6 +34,7 @@ __all__ = [
     "ContentOutcome",
     "SupportsContentAddressedPut",
     "SupportsHashedGet",
+    "SupportsUploadDigest",
     "SupportsListFolders",
     "SupportsStaleUploads",
     "OVERWRITE",
@@ -235,6 +237,19 @@ class SupportsHashedGet(Protocol):
         expected_size: int | None = None,
     ) -> tuple[ObjectInfo, str]:
         """Like :meth:`Store.get_file`, also returning the sha256 of the bytes written."""
+        ...
+
+
+@runtime_checkable
+class SupportsUploadDigest(Protocol):
+    """A store that hashes a file for a ``put_file`` that follows, in the same read."""
+
+    def digest_for_upload(self, path: Path) -> str:
+        """The hex sha256 of ``path``, remembering what uploading it unchanged needs.
+
+        A ``put_file`` of the same, unchanged file then reads it only to send it; a file
+        changed in between is hashed again there (and refused if it no longer matches).
+        """
         ...
 
 

@@ -29,7 +29,8 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -56,6 +57,7 @@ from .._errors import (
     ModelshelfError,
     PreconditionFailedError,
 )
+from .._hashing import sha256_file
 from .._settings import endpoint_url_setting, parse_bool, parse_int, parse_size, setting
 from ._protocol import (
     CREATE,
@@ -68,9 +70,9 @@ from ._protocol import (
     check_key,
 )
 from ._s3_direct import DirectS3, direct_transport_for
-from ._s3_errors import Kind, http_status, kind_of, outcome_unknown, translate
+from ._s3_errors import Kind, error_code, http_status, kind_of, outcome_unknown, translate
 from ._s3_timestamps import parse_s3_timestamp
-from ._s3_transfer import FileWindow, RangeHasher, drain_into
+from ._s3_transfer import FileWindow, RangeHasher, drain_into, hash_parts
 
 __all__ = ["S3Store"]
 
@@ -88,6 +90,8 @@ _MAX_RETRY_DELAY = 10.0
 _STREAM_CHUNK = 1 * MiB
 _MAX_RANGE = 16 * MiB  # downloads: ranges of the part size, at most this
 _META_SHA256 = "sha256"  # sent as x-amz-meta-sha256
+# What S3 and S3-compatibles answer to a body that does not match its signed hash or checksum.
+_DIGEST_REFUSED = ("BadDigest", "XAmzContentSHA256Mismatch", "InvalidDigest")
 _LOADERS: dict[str | None, Loader] = {}
 _LOADERS_LOCK = threading.Lock()
 
@@ -136,6 +140,20 @@ class _Write:
     size: int
 
 
+_Identity = tuple[int, int, int, int, int]
+_MAX_PREPARED = 64  # files hashed for an upload not yet made (a push holds a few at a time)
+
+
+@dataclass(frozen=True)
+class _PreparedUpload:
+    """One read of a file: its sha256 and each part's, and its identity during that read."""
+
+    identity: _Identity
+    part_size: int
+    sha256: str
+    parts: list[bytes]
+
+
 class S3Store:
     """A store in an S3 bucket, under an optional key prefix.
 
@@ -157,13 +175,15 @@ class S3Store:
         max_attempts: Attempts per request before giving up (``MODELSHELF_MAX_ATTEMPTS``;
             default 6).
         part_checksums: Send SHA-256 checksums per request and part so S3 verifies every
-            part in transit (``MODELSHELF_PART_CHECKSUMS``; default on, except for plain
-            ``http://`` endpoints, where SigV4 already signs each body's sha256). Turn off
-            for S3-compatibles that reject ``x-amz-checksum-*`` headers.
+            part in transit (``MODELSHELF_PART_CHECKSUMS``; default on, except for botocore's
+            requests to plain ``http://`` endpoints, where SigV4 already signs each body's
+            sha256; the direct transport's upload parts carry them unless this is set off,
+            as their digests are known already). Turn off for S3-compatibles that reject
+            ``x-amz-checksum-*`` headers.
         retry_delay: Base of the exponential backoff in seconds (default 0.2; capped at 10).
-        direct_http: Send GetObject, PutObject and ListObjectsV2 through modelshelf's own
-            signed-request transport instead of botocore where it fits: an explicit
-            endpoint, path-style, no proxy, a client the store built
+        direct_http: Send GetObject, PutObject, UploadPart and ListObjectsV2 through
+            modelshelf's own signed-request transport instead of botocore where it fits: an
+            explicit endpoint, path-style, no proxy, a client the store built
             (``MODELSHELF_DIRECT_HTTP``; default on). It costs a fifth of botocore's client
             CPU per request; turn it off to send everything through botocore (and its hooks).
 
@@ -203,9 +223,13 @@ class S3Store:
         # checks it; a checksum header on top would hash every byte a second time (14% of a
         # 1 GiB push measured on SeaweedFS). Over TLS the checksum replaces payload signing.
         plain_http = isinstance(endpoint, str) and endpoint.startswith("http://")
-        self._checksums = setting(
-            part_checksums, "MODELSHELF_PART_CHECKSUMS", not plain_http, parse_bool
-        )
+        chosen = setting(part_checksums, "MODELSHELF_PART_CHECKSUMS", None, parse_bool)
+        self._checksums = (not plain_http) if chosen is None else chosen
+        # The direct transport's parts carry a checksum the read before the upload computed
+        # already; only an explicit "off" (an S3-compatible that rejects it) leaves it out.
+        self._direct_part_checksums = chosen is not False
+        self._prepared: OrderedDict[_Identity, _PreparedUpload] = OrderedDict()
+        self._prepared_lock = threading.Lock()
         self._retry_delay = _DEFAULT_RETRY_DELAY if retry_delay is None else retry_delay
         self._range_size = min(self._part_size, _MAX_RANGE)
         if not _MIN_PART <= self._part_size <= _MAX_PART:
@@ -811,9 +835,47 @@ class S3Store:
             return etag
         if expected is None:
             # The digest goes into the object's metadata when the upload starts, so it must
-            # be known first; the upload pass re-checks it.
-            expected = _hash_file(path)
+            # be known first; the upload checks the bytes it sends against it.
+            expected = self.digest_for_upload(path)
         return self._put_multipart(key, full, path, size, mode, expected, progress)
+
+    def digest_for_upload(self, path: Path) -> str:
+        """The hex sha256 of ``path``; on the direct transport, each part's sha256 too.
+
+        The part digests are kept under the file's identity until a :meth:`put_file` of the
+        unchanged file takes them: its parts then go up signed with them, read once more only
+        to be sent (docs/design.md, "Put modes").
+        """
+        path = Path(path)
+        size = path.stat().st_size
+        if self._direct is None or size <= self._part_size:
+            return sha256_file(path)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            prepared = _prepare(fd, self._part_size_for(os.fstat(fd).st_size))
+        finally:
+            os.close(fd)
+        if prepared is None:
+            # It changed while it was hashed: the upload will hash it again.
+            return sha256_file(path)
+        with self._prepared_lock:
+            self._prepared[prepared.identity] = prepared
+            while len(self._prepared) > _MAX_PREPARED:
+                self._prepared.popitem(last=False)
+        return prepared.sha256
+
+    def _take_prepared(self, fd: int, part_size: int) -> _PreparedUpload | None:
+        identity = _identity(os.fstat(fd))
+        with self._prepared_lock:
+            prepared = self._prepared.pop(identity, None)
+        if prepared is None or prepared.part_size != part_size:
+            return None
+        return prepared
+
+    def _part_size_for(self, size: int) -> int:
+        if size > self._part_size * _MAX_PARTS:
+            return -(-size // (_MAX_PARTS * MiB)) * MiB  # whole MiB, ceiling
+        return self._part_size
 
     def _put_multipart(
         self,
@@ -826,101 +888,178 @@ class S3Store:
         progress: ProgressCallback | None,
     ) -> str:
         action = f"upload the file {str(path)!r} to {self._where(key)}"
-        part_size = self._part_size
-        if size > part_size * _MAX_PARTS:
-            part_size = -(-size // (_MAX_PARTS * MiB)) * MiB  # whole MiB, ceiling
-        create: dict[str, Any] = {
-            "Bucket": self._bucket,
-            "Key": full,
-            "Metadata": {_META_SHA256: sha256},
-        }
-        if self._checksums:
-            create["ChecksumAlgorithm"] = "SHA256"
-        upload_id: str = self._with_retries(
-            action, lambda: self._client.create_multipart_upload(**create)["UploadId"]
-        )
+        part_size = self._part_size_for(size)
+        direct = self._direct
+        checksums = self._direct_part_checksums if direct is not None else self._checksums
+        fd = os.open(path, os.O_RDONLY)
         try:
-            parts = self._upload_parts(full, upload_id, path, part_size, sha256, action, progress)
-            complete: dict[str, Any] = {
+            prepared = None
+            if direct is not None:
+                prepared = self._take_prepared(fd, part_size) or _prepare(fd, part_size)
+                _check_prepared(path, prepared, sha256)
+            create: dict[str, Any] = {
                 "Bucket": self._bucket,
                 "Key": full,
-                "UploadId": upload_id,
-                "MultipartUpload": {"Parts": parts},
-                **_condition(mode),
+                "Metadata": {_META_SHA256: sha256},
             }
-            write = _Write(key=key, mode=mode, sha256=sha256, size=size)
-            return self._with_retries(
-                action,
-                lambda: _etag(self._client.complete_multipart_upload(**complete)["ETag"]),
-                write=write if mode != OVERWRITE else None,
-                completing=True,
+            if checksums:
+                create["ChecksumAlgorithm"] = "SHA256"
+            upload_id: str = self._with_retries(
+                action, lambda: self._client.create_multipart_upload(**create)["UploadId"]
             )
-        except BaseException:
-            self._abort(full, upload_id)
-            raise
+            try:
+                if prepared is not None:
+                    parts = self._upload_prepared_parts(
+                        full, upload_id, path, fd, prepared, checksums, action, progress
+                    )
+                else:
+                    parts = self._upload_parts(
+                        full, upload_id, path, fd, part_size, sha256, action, progress
+                    )
+                return self._complete(key, full, upload_id, parts, mode, sha256, size, action)
+            except BaseException:
+                self._abort(full, upload_id)
+                raise
+        finally:
+            os.close(fd)
+
+    def _complete(
+        self,
+        key: str,
+        full: str,
+        upload_id: str,
+        parts: builtins.list[dict[str, Any]],
+        mode: PutMode,
+        sha256: str,
+        size: int,
+        action: str,
+    ) -> str:
+        complete: dict[str, Any] = {
+            "Bucket": self._bucket,
+            "Key": full,
+            "UploadId": upload_id,
+            "MultipartUpload": {"Parts": parts},
+            **_condition(mode),
+        }
+        write = _Write(key=key, mode=mode, sha256=sha256, size=size)
+        return self._with_retries(
+            action,
+            lambda: _etag(self._client.complete_multipart_upload(**complete)["ETag"]),
+            write=write if mode != OVERWRITE else None,
+            completing=True,
+        )
 
     def _upload_parts(
         self,
         full: str,
         upload_id: str,
         path: Path,
+        fd: int,
         part_size: int,
         sha256: str,
         action: str,
         progress: ProgressCallback | None,
     ) -> builtins.list[dict[str, Any]]:
-        """Upload parts in parallel, each streamed from the file, and check the file.
+        """Upload parts through botocore in parallel, each streamed from the file, and check
+        the file.
 
         No part is held in memory: each body is a :class:`FileWindow` read as it is sent.
         Meanwhile this thread hashes the file front to back; the digest must be ``sha256``
         and the file's identity and times must not move from before that pass to after the
         last part (any write moves ``ctime``), so the bytes sent are the bytes hashed.
         """
-        parts: dict[int, dict[str, Any]] = {}
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            before = _identity(os.fstat(fd))
-            size = before[1]
-            starts = range(0, size, part_size)
-            with cf.ThreadPoolExecutor(
-                self._concurrency, thread_name_prefix="modelshelf-put"
-            ) as pool:
-                futures = [
-                    pool.submit(
-                        self._upload_part,
-                        full,
-                        upload_id,
-                        number,
-                        fd,
-                        start,
-                        min(part_size, size - start),
-                        action,
-                    )
-                    for number, start in enumerate(starts, start=1)
-                ]
-                try:
-                    digest = _hash_fd(fd, size)
-                    if digest != sha256:
-                        raise IntegrityError(
-                            f"{path} does not match its sha256 (read {digest}, expected "
-                            f"{sha256}); it changed since it was hashed, and nothing was written"
-                        )
-                    for future in cf.as_completed(futures):
-                        part, nbytes = future.result()
-                        parts[part["PartNumber"]] = part
-                        if progress is not None:
-                            progress(nbytes)
-                except BaseException:
-                    for future in futures:
-                        future.cancel()
-                    raise
-            if _identity(os.fstat(fd)) != before:
+        before = _identity(os.fstat(fd))
+        size = before[1]
+
+        def check_file() -> None:
+            digest = _hash_fd(fd, size)
+            if digest != sha256:
                 raise IntegrityError(
-                    f"{path} changed while it was being uploaded; nothing was written "
-                    "(push it again once it is complete)"
+                    f"{path} does not match its sha256 (read {digest}, expected "
+                    f"{sha256}); it changed since it was hashed, and nothing was written"
                 )
-        finally:
-            os.close(fd)
+
+        parts = self._run_parts(
+            [
+                functools.partial(
+                    self._upload_part,
+                    full,
+                    upload_id,
+                    number,
+                    fd,
+                    start,
+                    min(part_size, size - start),
+                    action,
+                )
+                for number, start in enumerate(range(0, size, part_size), start=1)
+            ],
+            check_file,
+            progress,
+        )
+        _check_unchanged(path, fd, before)
+        return parts
+
+    def _upload_prepared_parts(
+        self,
+        full: str,
+        upload_id: str,
+        path: Path,
+        fd: int,
+        prepared: _PreparedUpload,
+        checksums: bool,
+        action: str,
+        progress: ProgressCallback | None,
+    ) -> builtins.list[dict[str, Any]]:
+        """Upload parts on the direct transport, each signed with the digest the read before
+        the upload gave it (and carrying it as a checksum), so nothing hashes them on the way
+        and the server checks each against that read (docs/design.md, "Put modes")."""
+        size, part_size = prepared.identity[1], prepared.part_size
+        uploads: builtins.list[Callable[[], tuple[dict[str, Any], int]]] = []
+        for number, start in enumerate(range(0, size, part_size), start=1):
+            digest = prepared.parts[number - 1]
+            uploads.append(
+                functools.partial(
+                    self._upload_prepared_part,
+                    full,
+                    upload_id,
+                    path,
+                    number,
+                    fd,
+                    start,
+                    min(part_size, size - start),
+                    digest,
+                    checksums,
+                    action,
+                )
+            )
+        parts = self._run_parts(uploads, None, progress)
+        _check_unchanged(path, fd, prepared.identity)
+        return parts
+
+    def _run_parts(
+        self,
+        uploads: Sequence[Callable[[], tuple[dict[str, Any], int]]],
+        meanwhile: Callable[[], None] | None,
+        progress: ProgressCallback | None,
+    ) -> builtins.list[dict[str, Any]]:
+        """Run the part uploads in parallel (``meanwhile`` on this thread); the parts in
+        order, or the first failure with the rest cancelled."""
+        parts: dict[int, dict[str, Any]] = {}
+        workers = max(1, min(self._concurrency, len(uploads)))
+        with cf.ThreadPoolExecutor(workers, thread_name_prefix="modelshelf-put") as pool:
+            futures = [pool.submit(upload) for upload in uploads]
+            try:
+                if meanwhile is not None:
+                    meanwhile()
+                for future in cf.as_completed(futures):
+                    part, nbytes = future.result()
+                    parts[part["PartNumber"]] = part
+                    if progress is not None:
+                        progress(nbytes)
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
         return [parts[n] for n in sorted(parts)]
 
     def _upload_part(
@@ -951,6 +1090,52 @@ class S3Store:
             return part
 
         return self._with_retries(f"{action} (part {number})", call), length
+
+    def _upload_prepared_part(
+        self,
+        full: str,
+        upload_id: str,
+        path: Path,
+        number: int,
+        fd: int,
+        start: int,
+        length: int,
+        digest: bytes,
+        checksums: bool,
+        action: str,
+    ) -> tuple[dict[str, Any], int]:
+        direct = self._direct
+        assert direct is not None
+        checksum = base64.b64encode(digest).decode() if checksums else None
+
+        def call() -> dict[str, Any]:
+            response = direct.upload_part(
+                Bucket=self._bucket,
+                Key=full,
+                UploadId=upload_id,
+                PartNumber=number,
+                Body=FileWindow(fd, start, length),  # fresh per attempt: read from 0
+                ContentLength=length,
+                PayloadSHA256=digest.hex(),
+                ChecksumSHA256=checksum,
+            )
+            part = {"PartNumber": number, "ETag": response["ETag"]}
+            if checksum is not None:
+                part["ChecksumSHA256"] = checksum
+            return part
+
+        try:
+            return self._with_retries(f"{action} (part {number})", call), length
+        except ModelshelfError as exc:
+            if not isinstance(exc.__cause__, ClientError) or error_code(exc.__cause__) not in (
+                _DIGEST_REFUSED
+            ):
+                raise
+            raise IntegrityError(
+                f"part {number} of {path} did not reach {self.uri} as it was hashed (the file "
+                "changed since it was hashed, or its bytes were damaged on the way); nothing "
+                "was written, push it again"
+            ) from exc
 
     def _abort(self, full: str, upload_id: str) -> None:
         # Best effort: an upload left behind costs storage until a lifecycle rule ends it,
@@ -1005,7 +1190,40 @@ def _content_range(response: dict[str, Any]) -> tuple[int, int]:
     return int(total), int(last)
 
 
-def _identity(st: os.stat_result) -> tuple[int, int, int, int, int]:
+def _prepare(fd: int, part_size: int) -> _PreparedUpload | None:
+    """Hash the file and its parts in one read; ``None`` if it changed during the read."""
+    before = _identity(os.fstat(fd))
+    try:
+        sha256, parts = hash_parts(fd, before[1], part_size)
+    except OSError:
+        return None
+    if _identity(os.fstat(fd)) != before:
+        return None
+    return _PreparedUpload(identity=before, part_size=part_size, sha256=sha256, parts=parts)
+
+
+def _check_prepared(path: Path, prepared: _PreparedUpload | None, sha256: str) -> None:
+    if prepared is None:
+        raise IntegrityError(
+            f"{path} changed while it was being hashed for its upload; nothing was written "
+            "(push it again once it is complete)"
+        )
+    if prepared.sha256 != sha256:
+        raise IntegrityError(
+            f"{path} does not match its sha256 (read {prepared.sha256}, expected {sha256}); "
+            "it changed since it was hashed, and nothing was written"
+        )
+
+
+def _check_unchanged(path: Path, fd: int, before: _Identity) -> None:
+    if _identity(os.fstat(fd)) != before:
+        raise IntegrityError(
+            f"{path} changed while it was being uploaded; nothing was written "
+            "(push it again once it is complete)"
+        )
+
+
+def _identity(st: os.stat_result) -> _Identity:
     return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_dev)
 
 
@@ -1018,14 +1236,6 @@ def _hash_fd(fd: int, size: int) -> str:
             break  # truncated meanwhile: the digest (and the identity check) will say so
         digest.update(chunk)
         offset += len(chunk)
-    return digest.hexdigest()
-
-
-def _hash_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(8 * MiB):
-            digest.update(chunk)
     return digest.hexdigest()
 
 

@@ -1,4 +1,4 @@
-"""GetObject, PutObject and ListObjectsV2 straight over urllib3, for S3-compatible endpoints.
+"""GetObject, PutObject, UploadPart and ListObjectsV2 over urllib3, for S3-compatible endpoints.
 
 botocore spends about 1.5-2.5 ms of client CPU on every request (event hooks, its parameter
 validator, serializer, response parser), measured against SeaweedFS on 127.0.0.1, where the
@@ -11,7 +11,7 @@ connection errors for transport failures (a connection never opened stays apart 
 broken after sending), so :class:`~modelshelf._stores._s3.S3Store`'s one retry loop and its
 one error table treat both transports alike (docs/design.md, "Stores").
 
-Only these three operations and only where the request is fully known go this way: an explicit
+Only these four operations and only where the request is fully known go this way: an explicit
 endpoint (S3-compatibles, or AWS named by URL), path-style addressing, no proxy. Everything
 else, and every client passed in by a caller, stays on botocore.
 """
@@ -49,7 +49,7 @@ _META = "x-amz-meta-"
 
 
 class DirectS3:
-    """A signed-request transport for GetObject, PutObject and ListObjectsV2 on one endpoint.
+    """A signed-request transport for GetObject, PutObject, UploadPart and ListObjectsV2.
 
     Args:
         endpoint_url: ``http(s)://host[:port][/path]``; keys go path-style under it.
@@ -88,6 +88,8 @@ class DirectS3:
             "maxsize": max_connections,
             "timeout": urllib3.Timeout(connect=connect_timeout, read=read_timeout),
             "retries": False,
+            # File bodies (upload parts) go out in blocks of this size, not http.client's 8 KiB.
+            "blocksize": 1024 * 1024,
             "socket_options": [
                 *urllib3.connection.HTTPConnection.default_socket_options,
                 (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1),
@@ -102,7 +104,7 @@ class DirectS3:
         """Call ``callback(operation, params)`` before each request (counting, in tests)."""
         self._observers.append(callback)
 
-    # -- the three operations --------------------------------------------------------
+    # -- the four operations ----------------------------------------------------------
 
     def get_object(
         self,
@@ -162,6 +164,36 @@ class DirectS3:
             response.release_conn()
         return _common(response.headers)
 
+    def upload_part(
+        self,
+        *,
+        Bucket: str,  # noqa: N803
+        Key: str,  # noqa: N803
+        UploadId: str,  # noqa: N803
+        PartNumber: int,  # noqa: N803
+        Body: Any,  # noqa: N803 - a file-like object, read as it is sent
+        ContentLength: int,  # noqa: N803
+        PayloadSHA256: str,  # noqa: N803 - the caller has hashed the part already
+        ChecksumSHA256: str | None = None,  # noqa: N803
+    ) -> dict[str, Any]:
+        """UploadPart streamed from ``Body``, whose sha256 (hex) the caller passes.
+
+        Nothing hashes the body on the way: the caller hashed the part when it hashed the
+        file, and the server checks the bytes it receives against the signed digest (and
+        against ``ChecksumSHA256``, which S3-compatibles that ignore the signed digest check).
+        """
+        headers = {"Content-Length": str(ContentLength)}
+        headers |= _present({"x-amz-checksum-sha256": ChecksumSHA256})
+        query = {"partNumber": str(PartNumber), "uploadId": UploadId}
+        response = self._send(
+            "UploadPart", "PUT", Bucket, Key, headers, Body, PayloadSHA256, query=query
+        )
+        try:
+            response.drain_conn()
+        finally:
+            response.release_conn()
+        return _common(response.headers)
+
     def list_objects_v2(
         self,
         *,
@@ -202,7 +234,7 @@ class DirectS3:
         bucket: str,
         key: str | None,
         headers: dict[str, str],
-        body: bytes | None,
+        body: Any,
         payload_sha256: str,
         *,
         query: dict[str, str] | None = None,

@@ -11,6 +11,7 @@ import io
 import os
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from botocore.exceptions import (
@@ -22,7 +23,7 @@ from botocore.exceptions import (
 )
 from botocore.response import StreamingBody
 
-__all__ = ["FileWindow", "RangeHasher", "drain_into"]
+__all__ = ["FileWindow", "RangeHasher", "drain_into", "hash_parts"]
 
 _HASH_CHUNK = 8 * 1024 * 1024
 
@@ -179,6 +180,37 @@ def drain_into(
     finally:
         release()
     return at, None
+
+
+def hash_parts(fd: int, size: int, part_size: int) -> tuple[str, list[bytes]]:
+    """The hex sha256 of the first ``size`` bytes of ``fd`` and the sha256 of each part.
+
+    Both come from one read: each buffer goes to the file's digest on a helper thread and
+    to its part's digest on this one (hashlib lets go of the GIL), so the pass costs about
+    one hash's time on two cores, and a part whose bytes match its digest holds bytes of the
+    same read that gave the file's digest.
+
+    Raises:
+        OSError: The file ended early (something truncated it meanwhile).
+    """
+    whole = hashlib.sha256()
+    parts: list[bytes] = []
+    chunk = min(_HASH_CHUNK, part_size)
+    with ThreadPoolExecutor(1, thread_name_prefix="modelshelf-hash") as helper:
+        for start in range(0, size, part_size):
+            part = hashlib.sha256()
+            end = min(start + part_size, size)
+            at = start
+            while at < end:
+                data = os.pread(fd, min(chunk, end - at), at)
+                if not data:
+                    raise OSError(f"the file ended at byte {at} of {size} while it was hashed")
+                pending = helper.submit(whole.update, data)
+                part.update(data)
+                pending.result()
+                at += len(data)
+            parts.append(part.digest())
+    return whole.hexdigest(), parts
 
 
 class FileWindow(io.RawIOBase):

@@ -29,7 +29,14 @@ from .._errors import (
 )
 from .._hashing import sha256_file
 from .._refs import bump_version, check_name, parse_version, version_sort_key
-from .._stores import CREATE, IfMatch, ObjectInfo, Store, SupportsContentAddressedPut
+from .._stores import (
+    CREATE,
+    IfMatch,
+    ObjectInfo,
+    Store,
+    SupportsContentAddressedPut,
+    SupportsUploadDigest,
+)
 from ..layout import blob_key, manifest_key
 from ._head import Head, claim_head, manifest_exists, read_head
 from ._manifests import SKIPPED, list_versions, read_manifest
@@ -227,7 +234,12 @@ class Pusher:
                 if outcome == "replaced":
                     repaired.add(digest)
                 return FileEntry(path=f.path, size=f.size, sha256=digest)
-            digest = sha256_file(f.local)
+            # A store that needs more than the digest for the upload (S3: each part's sha256)
+            # takes it from the same read.
+            if isinstance(store, SupportsUploadDigest):
+                digest = store.digest_for_upload(f.local)
+            else:
+                digest = sha256_file(f.local)
             if self._store_verified(blob_key(name, digest), f, digest, progress, presence):
                 repaired.add(digest)
             return FileEntry(path=f.path, size=f.size, sha256=digest)
