@@ -37,7 +37,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlparse
 
-import boto3
 import botocore.session
 from botocore.config import Config
 from botocore.exceptions import (
@@ -277,11 +276,16 @@ class S3Store:
             user_agent_extra="modelshelf",
         )
         try:
+            # botocore's own session, not boto3's: boto3 adds nothing this store uses but
+            # its import (s3transfer among it), a tenth of a second of every CLI run.
             core = _botocore_session()
-            session = boto3.session.Session(
-                botocore_session=core, profile_name=profile, region_name=region
-            )
-            return session.client("s3", endpoint_url=endpoint_url, config=config), core
+            if profile is not None:
+                if profile not in core.available_profiles:
+                    raise ProfileNotFound(profile=profile)
+                core.set_config_variable("profile", profile)
+            if region is not None:
+                core.set_config_variable("region", region)
+            return core.create_client("s3", endpoint_url=endpoint_url, config=config), core
         except (ProfileNotFound, BotoCoreError, ValueError) as exc:
             raise ConfigurationError(f"cannot set up an S3 client for {self.uri}: {exc}") from exc
 
