@@ -626,8 +626,9 @@ class S3Store:
     ) -> tuple[ObjectInfo, str]:
         """Like :meth:`get_file`, also returning the sha256 of the bytes written.
 
-        The bytes are hashed in order as they arrive from the parallel ranged GETs (a
-        bounded reorder buffer holds what comes early), so the file is never read back.
+        The parallel ranged GETs write each byte once; a hashing thread follows them and
+        hashes the written prefix in order from the page cache, so nothing waits in memory
+        and the digest is of the bytes as they lie in the file.
         """
         info, digest = self._download(
             key, Path(dest), progress, hashed=True, expected=expected_size
