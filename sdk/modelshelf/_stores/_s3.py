@@ -724,26 +724,30 @@ class S3Store:
             start, end = ranges[index]
             self._read_range(full, action, fd, start, end, etag, reporter(index))
 
+        if len(ranges) == 1:
+            # One range (every small file): written, then hashed on this thread; a thread of
+            # its own would cost more than the hash.
+            first(reporter(0))
+            if hasher is not None:
+                hasher.run()
+            return
         hashing = None
         if hasher is not None:
             hashing = threading.Thread(target=hasher.run, name="modelshelf-hash", daemon=True)
             hashing.start()
+        workers = min(self._concurrency, len(ranges))
         try:
-            if len(ranges) == 1:
-                first(reporter(0))
-            else:
-                workers = min(self._concurrency, len(ranges))
-                with cf.ThreadPoolExecutor(workers, thread_name_prefix="modelshelf-get") as pool:
-                    # FIFO: ranges start in file order, so the hash follows close behind.
-                    futures = [pool.submit(first, reporter(0))]
-                    futures += [pool.submit(one, i) for i in range(1, len(ranges))]
-                    try:
-                        for future in cf.as_completed(futures):
-                            future.result()
-                    except BaseException:
-                        for future in futures:
-                            future.cancel()
-                        raise
+            with cf.ThreadPoolExecutor(workers, thread_name_prefix="modelshelf-get") as pool:
+                # FIFO: ranges start in file order, so the hash follows close behind.
+                futures = [pool.submit(first, reporter(0))]
+                futures += [pool.submit(one, i) for i in range(1, len(ranges))]
+                try:
+                    for future in cf.as_completed(futures):
+                        future.result()
+                except BaseException:
+                    for future in futures:
+                        future.cancel()
+                    raise
         except BaseException:
             if hasher is not None:
                 hasher.cancel()
