@@ -18,6 +18,7 @@ from modelshelf import Registry
 from modelshelf._errors import IntegrityError
 from modelshelf._stores import OVERWRITE, SupportsHashedGet, SupportsUploadDigest
 from modelshelf._stores import _s3 as s3_module
+from modelshelf._stores import _s3_transfer as transfer_module
 from modelshelf._stores._s3 import S3Store
 from modelshelf._stores._s3_transfer import RangeHasher
 from modelshelf.layout import blob_key
@@ -241,14 +242,14 @@ def test_a_push_reads_a_large_file_once_before_its_upload_and_never_hashes_on_th
     src = tmp_path / "model.bin"
     src.write_bytes(os.urandom(3 * SMALL_PART + 11))
     passes: list[int] = []
-    real = s3_module.hash_parts
+    real = transfer_module.hash_parts
 
     def counted(fd: int, size: int, part_size: int) -> tuple[str, list[bytes]]:
         passes.append(size)
         return real(fd, size, part_size)
 
-    monkeypatch.setattr(s3_module, "hash_parts", counted)
-    monkeypatch.setattr(s3_module, "_hash_fd", lambda *a: pytest.fail("the upload re-hashed"))
+    monkeypatch.setattr(transfer_module, "hash_parts", counted)
+    monkeypatch.setattr(s3_module, "hash_range", lambda *a: pytest.fail("the upload re-hashed"))
     calls = _counted(store)
     digest = store.digest_for_upload(src)
     assert digest == sha256_of(src), "digest_for_upload gave another sha256"
@@ -287,9 +288,11 @@ def test_the_server_refuses_a_part_whose_bytes_are_not_the_ones_hashed(
     src = tmp_path / "model.bin"
     src.write_bytes(os.urandom(3 * SMALL_PART))
     digest = store.digest_for_upload(src)
-    identity, prepared = next(iter(store._prepared.items()))
+    with open(src, "rb") as fh:
+        prepared = store._prepared.take(fh.fileno(), SMALL_PART)
+    assert prepared is not None and prepared.sha256 == digest, "the digest was not kept"
     forged = [hashlib.sha256(b"other bytes").digest(), *prepared.parts[1:]]
-    store._prepared[identity] = dataclasses.replace(prepared, parts=forged)
+    store._prepared.keep(dataclasses.replace(prepared, parts=forged))
     with pytest.raises(IntegrityError, match="did not reach"):
         store.put_file("m/blobs/x", src, sha256=digest)
     assert multipart_uploads(s3_backend) == [], "the refused upload was not aborted"

@@ -29,7 +29,6 @@ import os
 import random
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -71,7 +70,18 @@ from ._protocol import (
 from ._s3_direct import DirectS3, direct_transport_for
 from ._s3_errors import Kind, error_code, http_status, kind_of, outcome_unknown, translate
 from ._s3_timestamps import parse_s3_timestamp
-from ._s3_transfer import FileWindow, RangeHasher, drain_into, hash_parts
+from ._s3_transfer import (
+    FileWindow,
+    PreparedUpload,
+    PreparedUploads,
+    RangeHasher,
+    check_prepared,
+    check_unchanged,
+    drain_into,
+    file_identity,
+    hash_range,
+    prepare_upload,
+)
 
 __all__ = ["S3Store"]
 
@@ -137,20 +147,6 @@ class _Write:
     mode: PutMode
     sha256: str
     size: int
-
-
-_Identity = tuple[int, int, int, int, int]
-_MAX_PREPARED = 64  # files hashed for an upload not yet made (a push holds a few at a time)
-
-
-@dataclass(frozen=True)
-class _PreparedUpload:
-    """One read of a file: its sha256 and each part's, and its identity during that read."""
-
-    identity: _Identity
-    part_size: int
-    sha256: str
-    parts: list[bytes]
 
 
 class S3Store:
@@ -227,8 +223,7 @@ class S3Store:
         # The direct transport's parts carry a checksum the read before the upload computed
         # already; only an explicit "off" (an S3-compatible that rejects it) leaves it out.
         self._direct_part_checksums = chosen is not False
-        self._prepared: OrderedDict[_Identity, _PreparedUpload] = OrderedDict()
-        self._prepared_lock = threading.Lock()
+        self._prepared = PreparedUploads()
         self._retry_delay = _DEFAULT_RETRY_DELAY if retry_delay is None else retry_delay
         self._range_size = min(self._part_size, _MAX_RANGE)
         if not _MIN_PART <= self._part_size <= _MAX_PART:
@@ -861,25 +856,14 @@ class S3Store:
             return sha256_file(path)
         fd = os.open(path, os.O_RDONLY)
         try:
-            prepared = _prepare(fd, self._part_size_for(os.fstat(fd).st_size))
+            prepared = prepare_upload(fd, self._part_size_for(os.fstat(fd).st_size))
         finally:
             os.close(fd)
         if prepared is None:
             # It changed while it was hashed: the upload will hash it again.
             return sha256_file(path)
-        with self._prepared_lock:
-            self._prepared[prepared.identity] = prepared
-            while len(self._prepared) > _MAX_PREPARED:
-                self._prepared.popitem(last=False)
+        self._prepared.keep(prepared)
         return prepared.sha256
-
-    def _take_prepared(self, fd: int, part_size: int) -> _PreparedUpload | None:
-        identity = _identity(os.fstat(fd))
-        with self._prepared_lock:
-            prepared = self._prepared.pop(identity, None)
-        if prepared is None or prepared.part_size != part_size:
-            return None
-        return prepared
 
     def _part_size_for(self, size: int) -> int:
         if size > self._part_size * _MAX_PARTS:
@@ -904,8 +888,8 @@ class S3Store:
         try:
             prepared = None
             if direct is not None:
-                prepared = self._take_prepared(fd, part_size) or _prepare(fd, part_size)
-                _check_prepared(path, prepared, sha256)
+                prepared = self._prepared.take(fd, part_size) or prepare_upload(fd, part_size)
+                check_prepared(path, prepared, sha256)
             create: dict[str, Any] = {
                 "Bucket": self._bucket,
                 "Key": full,
@@ -977,11 +961,11 @@ class S3Store:
         and the file's identity and times must not move from before that pass to after the
         last part (any write moves ``ctime``), so the bytes sent are the bytes hashed.
         """
-        before = _identity(os.fstat(fd))
+        before = file_identity(fd)
         size = before[1]
 
         def check_file() -> None:
-            digest = _hash_fd(fd, size)
+            digest = hash_range(fd, size)
             if digest != sha256:
                 raise IntegrityError(
                     f"{path} does not match its sha256 (read {digest}, expected "
@@ -1005,7 +989,7 @@ class S3Store:
             check_file,
             progress,
         )
-        _check_unchanged(path, fd, before)
+        check_unchanged(path, fd, before)
         return parts
 
     def _upload_prepared_parts(
@@ -1014,7 +998,7 @@ class S3Store:
         upload_id: str,
         path: Path,
         fd: int,
-        prepared: _PreparedUpload,
+        prepared: PreparedUpload,
         checksums: bool,
         action: str,
         progress: ProgressCallback | None,
@@ -1042,7 +1026,7 @@ class S3Store:
                 )
             )
         parts = self._run_parts(uploads, None, progress)
-        _check_unchanged(path, fd, prepared.identity)
+        check_unchanged(path, fd, prepared.identity)
         return parts
 
     def _run_parts(
@@ -1197,55 +1181,6 @@ def _content_range(response: dict[str, Any]) -> tuple[int, int]:
     span, _, total = str(text).removeprefix("bytes ").partition("/")
     _, _, last = span.partition("-")
     return int(total), int(last)
-
-
-def _prepare(fd: int, part_size: int) -> _PreparedUpload | None:
-    """Hash the file and its parts in one read; ``None`` if it changed during the read."""
-    before = _identity(os.fstat(fd))
-    try:
-        sha256, parts = hash_parts(fd, before[1], part_size)
-    except OSError:
-        return None
-    if _identity(os.fstat(fd)) != before:
-        return None
-    return _PreparedUpload(identity=before, part_size=part_size, sha256=sha256, parts=parts)
-
-
-def _check_prepared(path: Path, prepared: _PreparedUpload | None, sha256: str) -> None:
-    if prepared is None:
-        raise IntegrityError(
-            f"{path} changed while it was being hashed for its upload; nothing was written "
-            "(push it again once it is complete)"
-        )
-    if prepared.sha256 != sha256:
-        raise IntegrityError(
-            f"{path} does not match its sha256 (read {prepared.sha256}, expected {sha256}); "
-            "it changed since it was hashed, and nothing was written"
-        )
-
-
-def _check_unchanged(path: Path, fd: int, before: _Identity) -> None:
-    if _identity(os.fstat(fd)) != before:
-        raise IntegrityError(
-            f"{path} changed while it was being uploaded; nothing was written "
-            "(push it again once it is complete)"
-        )
-
-
-def _identity(st: os.stat_result) -> _Identity:
-    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_dev)
-
-
-def _hash_fd(fd: int, size: int) -> str:
-    digest = hashlib.sha256()
-    offset = 0
-    while offset < size:
-        chunk = os.pread(fd, min(8 * MiB, size - offset), offset)
-        if not chunk:
-            break  # truncated meanwhile: the digest (and the identity check) will say so
-        digest.update(chunk)
-        offset += len(chunk)
-    return digest.hexdigest()
 
 
 def _full_object_sha256(response: dict[str, Any]) -> str | None:

@@ -1,6 +1,7 @@
-"""Pieces of S3Store's large transfers: the hasher that follows parallel ranged downloads,
-draining a response body into a file, and a window of a file that an upload part streams from
-(docs/design.md, "Put modes", S3).
+"""Pieces of S3Store's large transfers that make no request: the hasher that follows parallel
+ranged downloads, draining a response body into a file, the one read that prepares an upload
+(the file's and each part's sha256, kept by file identity), and a window of a file that an
+upload part streams from (docs/design.md, "Put modes", S3).
 """
 
 from __future__ import annotations
@@ -10,8 +11,11 @@ import http.client
 import io
 import os
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import (
@@ -23,7 +27,21 @@ from botocore.exceptions import (
 )
 from botocore.response import StreamingBody
 
-__all__ = ["FileWindow", "RangeHasher", "drain_into", "hash_parts"]
+from .._errors import IntegrityError
+
+__all__ = [
+    "FileWindow",
+    "PreparedUpload",
+    "PreparedUploads",
+    "RangeHasher",
+    "check_prepared",
+    "check_unchanged",
+    "drain_into",
+    "file_identity",
+    "hash_parts",
+    "hash_range",
+    "prepare_upload",
+]
 
 _HASH_CHUNK = 8 * 1024 * 1024
 
@@ -211,6 +229,106 @@ def hash_parts(fd: int, size: int, part_size: int) -> tuple[str, list[bytes]]:
                 at += len(data)
             parts.append(part.digest())
     return whole.hexdigest(), parts
+
+
+Identity = tuple[int, int, int, int, int]
+"""``(inode, size, mtime_ns, ctime_ns, device)``: any write to a file moves ``ctime``."""
+
+_MAX_PREPARED = 64  # files hashed for an upload not yet made (a push holds a few at a time)
+
+
+def file_identity(fd: int) -> Identity:
+    """The identity of an open file, to tell whether it changed between two moments."""
+    st = os.fstat(fd)
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_dev)
+
+
+def hash_range(fd: int, size: int) -> str:
+    """The hex sha256 of the first ``size`` bytes of ``fd`` (fewer if it ends early)."""
+    digest = hashlib.sha256()
+    offset = 0
+    while offset < size:
+        chunk = os.pread(fd, min(_HASH_CHUNK, size - offset), offset)
+        if not chunk:
+            break  # truncated meanwhile: the digest (and the identity check) will say so
+        digest.update(chunk)
+        offset += len(chunk)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class PreparedUpload:
+    """One read of a file: its sha256 and each part's, and its identity during that read."""
+
+    identity: Identity
+    part_size: int
+    sha256: str
+    parts: list[bytes]
+
+
+def prepare_upload(fd: int, part_size: int) -> PreparedUpload | None:
+    """Hash the file and its parts in one read; ``None`` if it changed during the read."""
+    before = file_identity(fd)
+    try:
+        sha256, parts = hash_parts(fd, before[1], part_size)
+    except OSError:
+        return None
+    if file_identity(fd) != before:
+        return None
+    return PreparedUpload(identity=before, part_size=part_size, sha256=sha256, parts=parts)
+
+
+class PreparedUploads:
+    """Prepared uploads waiting for their ``put_file``, by file identity (a bounded few)."""
+
+    def __init__(self) -> None:
+        self._by_identity: OrderedDict[Identity, PreparedUpload] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def keep(self, prepared: PreparedUpload) -> None:
+        with self._lock:
+            self._by_identity[prepared.identity] = prepared
+            while len(self._by_identity) > _MAX_PREPARED:
+                self._by_identity.popitem(last=False)
+
+    def take(self, fd: int, part_size: int) -> PreparedUpload | None:
+        """The prepared upload of the open file as it is now, with these parts, if any."""
+        with self._lock:
+            prepared = self._by_identity.pop(file_identity(fd), None)
+        if prepared is None or prepared.part_size != part_size:
+            return None
+        return prepared
+
+
+def check_prepared(path: Path, prepared: PreparedUpload | None, sha256: str) -> None:
+    """Refuse, before anything is sent, a file that changed or does not match ``sha256``.
+
+    Raises:
+        IntegrityError: Saying which.
+    """
+    if prepared is None:
+        raise IntegrityError(
+            f"{path} changed while it was being hashed for its upload; nothing was written "
+            "(push it again once it is complete)"
+        )
+    if prepared.sha256 != sha256:
+        raise IntegrityError(
+            f"{path} does not match its sha256 (read {prepared.sha256}, expected {sha256}); "
+            "it changed since it was hashed, and nothing was written"
+        )
+
+
+def check_unchanged(path: Path, fd: int, before: Identity) -> None:
+    """Refuse a file whose identity moved since ``before`` (it was written meanwhile).
+
+    Raises:
+        IntegrityError: It changed.
+    """
+    if file_identity(fd) != before:
+        raise IntegrityError(
+            f"{path} changed while it was being uploaded; nothing was written "
+            "(push it again once it is complete)"
+        )
 
 
 class FileWindow(io.RawIOBase):
