@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from modelshelf import Registry
 from modelshelf._errors import IntegrityError
@@ -20,6 +21,7 @@ from modelshelf._stores import OVERWRITE, SupportsHashedGet, SupportsUploadDiges
 from modelshelf._stores import _s3 as s3_module
 from modelshelf._stores import _s3_transfer as transfer_module
 from modelshelf._stores._s3 import S3Store
+from modelshelf._stores._s3_errors import Kind, kind_of, translate
 from modelshelf._stores._s3_transfer import RangeHasher
 from modelshelf.layout import blob_key
 from tests.support.backends import SMALL_PART, Backend
@@ -226,8 +228,8 @@ def test_streamed_parts_round_trip(s3_backend: Backend, tmp_path: Path) -> None:
     assert back == digest and info.size == src.stat().st_size
 
 
-def _direct_store(s3_backend: Backend) -> S3Store:
-    store = s3_backend.open(part_size=SMALL_PART, max_concurrency=2)
+def _direct_store(s3_backend: Backend, **options: Any) -> S3Store:
+    store = s3_backend.open(part_size=SMALL_PART, max_concurrency=2, **options)
     assert isinstance(store, S3Store)
     if not store.direct:
         pytest.skip("the in-process mock answers botocore only: no direct transport")
@@ -284,7 +286,7 @@ def test_the_server_refuses_a_part_whose_bytes_are_not_the_ones_hashed(
     # check every part against the digest sent with it, and nothing may be written.
     if s3_backend.name == "moto-server":
         pytest.skip("moto checks neither a part's signed sha256 nor its checksum; S3 does")
-    store = _direct_store(s3_backend)
+    store = _direct_store(s3_backend, max_attempts=2, retry_delay=0.01)
     src = tmp_path / "model.bin"
     src.write_bytes(os.urandom(3 * SMALL_PART))
     digest = store.digest_for_upload(src)
@@ -297,3 +299,19 @@ def test_the_server_refuses_a_part_whose_bytes_are_not_the_ones_hashed(
         store.put_file("m/blobs/x", src, sha256=digest)
     assert multipart_uploads(s3_backend) == [], "the refused upload was not aborted"
     assert not list(store.list("m/")), "a refused upload left an object"
+
+
+def test_a_digest_refused_on_every_attempt_is_an_integrity_error_not_an_outage() -> None:
+    # BadDigest is retried (bytes damaged on the way are cured by sending them again); once
+    # every attempt was refused, the bytes are not the ones hashed.
+    refused = ClientError(
+        {
+            "Error": {"Code": "BadDigest", "Message": "no"},
+            "ResponseMetadata": {"HTTPStatusCode": 400},
+        },
+        "UploadPart",
+    )
+    assert kind_of(refused) is Kind.RETRY, "a digest refusal must be retried first"
+    error = translate(refused, action="upload the file 'm.bin' to 'k' (part 2)")
+    assert isinstance(error, IntegrityError), f"a persistent digest refusal gave {error!r}"
+    assert "did not reach the store as they were hashed" in str(error)

@@ -68,10 +68,11 @@ from ._protocol import (
     check_key,
 )
 from ._s3_direct import DirectS3, direct_transport_for
-from ._s3_errors import Kind, error_code, http_status, kind_of, outcome_unknown, translate
+from ._s3_errors import Kind, http_status, kind_of, outcome_unknown, translate
 from ._s3_timestamps import parse_s3_timestamp
 from ._s3_transfer import (
     FileWindow,
+    Identity,
     PreparedUpload,
     PreparedUploads,
     RangeHasher,
@@ -99,8 +100,6 @@ _MAX_RETRY_DELAY = 10.0
 _STREAM_CHUNK = 1 * MiB
 _MAX_RANGE = 16 * MiB  # downloads: ranges of the part size, at most this
 _META_SHA256 = "sha256"  # sent as x-amz-meta-sha256
-# What S3 and S3-compatibles answer to a body that does not match its signed hash or checksum.
-_DIGEST_REFUSED = ("BadDigest", "XAmzContentSHA256Mismatch", "InvalidDigest")
 _LOADERS: dict[str | None, Loader] = {}
 _LOADERS_LOCK = threading.Lock()
 
@@ -1007,24 +1006,23 @@ class S3Store:
         the upload gave it (and carrying it as a checksum), so nothing hashes them on the way
         and the server checks each against that read (docs/design.md, "Put modes")."""
         size, part_size = prepared.identity[1], prepared.part_size
-        uploads: builtins.list[Callable[[], tuple[dict[str, Any], int]]] = []
-        for number, start in enumerate(range(0, size, part_size), start=1):
-            digest = prepared.parts[number - 1]
-            uploads.append(
-                functools.partial(
-                    self._upload_prepared_part,
-                    full,
-                    upload_id,
-                    path,
-                    number,
-                    fd,
-                    start,
-                    min(part_size, size - start),
-                    digest,
-                    checksums,
-                    action,
-                )
+        uploads = [
+            functools.partial(
+                self._upload_prepared_part,
+                full,
+                upload_id,
+                path,
+                prepared.identity,
+                number,
+                fd,
+                start,
+                min(part_size, size - start),
+                prepared.parts[number - 1],
+                checksums,
+                action,
             )
+            for number, start in enumerate(range(0, size, part_size), start=1)
+        ]
         parts = self._run_parts(uploads, None, progress)
         check_unchanged(path, fd, prepared.identity)
         return parts
@@ -1089,6 +1087,7 @@ class S3Store:
         full: str,
         upload_id: str,
         path: Path,
+        identity: Identity,
         number: int,
         fd: int,
         start: int,
@@ -1102,33 +1101,28 @@ class S3Store:
         checksum = base64.b64encode(digest).decode() if checksums else None
 
         def call() -> dict[str, Any]:
-            response = direct.upload_part(
-                Bucket=self._bucket,
-                Key=full,
-                UploadId=upload_id,
-                PartNumber=number,
-                Body=FileWindow(fd, start, length),  # fresh per attempt: read from 0
-                ContentLength=length,
-                PayloadSHA256=digest.hex(),
-                ChecksumSHA256=checksum,
-            )
+            try:
+                response = direct.upload_part(
+                    Bucket=self._bucket,
+                    Key=full,
+                    UploadId=upload_id,
+                    PartNumber=number,
+                    Body=FileWindow(fd, start, length),  # fresh per attempt: read from 0
+                    ContentLength=length,
+                    PayloadSHA256=digest.hex(),
+                    ChecksumSHA256=checksum,
+                )
+            except ClientError:
+                # A file written since it was hashed is refused for its digest on every
+                # attempt: say so now instead of retrying.
+                check_unchanged(path, fd, identity)
+                raise
             part = {"PartNumber": number, "ETag": response["ETag"]}
             if checksum is not None:
                 part["ChecksumSHA256"] = checksum
             return part
 
-        try:
-            return self._with_retries(f"{action} (part {number})", call), length
-        except ModelshelfError as exc:
-            if not isinstance(exc.__cause__, ClientError) or error_code(exc.__cause__) not in (
-                _DIGEST_REFUSED
-            ):
-                raise
-            raise IntegrityError(
-                f"part {number} of {path} did not reach {self.uri} as it was hashed (the file "
-                "changed since it was hashed, or its bytes were damaged on the way); nothing "
-                "was written, push it again"
-            ) from exc
+        return self._with_retries(f"{action} (part {number})", call), length
 
     def _abort(self, full: str, upload_id: str) -> None:
         # Best effort: an upload left behind costs storage until a lifecycle rule ends it,

@@ -26,6 +26,7 @@ from botocore.exceptions import (
 from .._errors import (
     AccessDeniedError,
     ConfigurationError,
+    IntegrityError,
     KeyNotFoundError,
     ModelshelfError,
     PreconditionFailedError,
@@ -50,8 +51,7 @@ _RETRY_CODES = frozenset(
         "InternalError",
         "ServiceUnavailable",
         # The body was damaged in transit and refused: sending it again is the cure.
-        "BadDigest",
-        "XAmzContentSHA256Mismatch",
+        *(_DIGEST_CODES := ("BadDigest", "XAmzContentSHA256Mismatch")),
     }
 )
 _DENIED_CODES = frozenset(
@@ -174,6 +174,14 @@ def translate(
             "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or run where an instance role applies"
         )
     if kind is Kind.RETRY:
+        if isinstance(exc, ClientError) and error_code(exc) in _DIGEST_CODES:
+            # Refused on every attempt: not the network's doing but bytes that are not the
+            # ones hashed (a file written while it was sent).
+            return IntegrityError(
+                f"cannot {action}: the bytes did not reach the store as they were hashed, on "
+                f"any attempt ({detail}); the file changed since it was hashed, or its bytes "
+                "are damaged on the way. Nothing was written: push it again"
+            )
         return StoreUnavailableError(f"cannot {action}: the store kept failing ({detail})")
     if kind is Kind.NO_UPLOAD:
         return StoreError(f"cannot {action}: the multipart upload was aborted ({detail})")

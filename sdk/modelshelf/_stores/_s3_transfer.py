@@ -31,6 +31,7 @@ from .._errors import IntegrityError
 
 __all__ = [
     "FileWindow",
+    "Identity",
     "PreparedUpload",
     "PreparedUploads",
     "RangeHasher",
