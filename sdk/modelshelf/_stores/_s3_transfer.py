@@ -45,6 +45,12 @@ __all__ = [
 ]
 
 _HASH_CHUNK = 8 * 1024 * 1024
+# A download's receive buffer and the hashing thread's read-back buffer: small enough to stay
+# in the core's cache between the two copies that touch each byte. With 1 MiB and 8 MiB the
+# kernel's copies into the page cache ran 3x slower while the hash followed: a hashed 1 GiB
+# download on two cores beside SeaweedFS took 1.91 s (1.17 s of system time), 1.46 s (0.51 s)
+# with these (6 runs each from fresh memory, interleaved).
+_STREAM_CHUNK = 256 * 1024
 
 
 class RangeHasher:
@@ -94,7 +100,7 @@ class RangeHasher:
 
     def run(self) -> None:
         """Hash until the whole file is hashed or :meth:`cancel` is called."""
-        buffer = bytearray(min(_HASH_CHUNK, max(1, self._total)))
+        buffer = bytearray(min(_STREAM_CHUNK, max(1, self._total)))
         view = memoryview(buffer)
         try:
             while self._hashed < self._total:
@@ -175,7 +181,7 @@ def drain_into(
     exceptions, or ``None`` once it ended.
     """
     readinto, release = _readinto_of(body)
-    buffer = bytearray(min(1024 * 1024, max(1, end - start)))
+    buffer = bytearray(min(_STREAM_CHUNK, max(1, end - start)))
     view = memoryview(buffer)
     at = start
     try:
