@@ -188,7 +188,11 @@ def section_history(bench: Bench) -> list[Figure]:
     ops = {size: _history_ops(bench, size) for size in sizes}
     # Interleaved: each round runs every operation at both sizes.
     flat = {(size, op): fn for size in sizes for op, fn in ops[size].items()}
-    measured = bench.compare({f"{op} at {size:,}": fn for (size, op), fn in flat.items()})
+    # These take milliseconds, where a median of 7 moved by a third from run to run on a
+    # 2-core machine shared with the server: more rounds cost little and steady the ratios.
+    measured = bench.compare(
+        {f"{op} at {size:,}": fn for (size, op), fn in flat.items()}, repeat=bench.repeat * 5
+    )
     for label, value in measured.items():
         sc.print_measured(label, value)
     small = {op: measured[f"{op} at {sizes[0]:,}"] for op in ops[sizes[0]]}

@@ -14,7 +14,8 @@ Keys are relative to the registry root (``s3://bucket/prefix`` or a folder)::
     {model}/promoter/state.json                       the promoter's cursor and statistics
     {model}/promoter/decisions/{time}-{generation}.json   one record per promoter decision
     {model}/index/latest.json                         hint: the highest version claimed
-    {model}/index/ever-aliased.json                   hint: versions ever active or canary
+    {model}/index/ever-aliased.json                   hint: versions ever live, record times
+    {model}/index/times/{chapter:08d}.json            hint: times of 64 history records
     {model}/signatures/{version}/{key-id}.sig         OMS signature bundles, one per key
     {model}/approvals/{version}/{gate}/{key-id}.sig   signed approvals, one per key and gate
     trust.json                                        the trust policy
@@ -55,6 +56,7 @@ __all__ = [
     "report_key",
     "signature_key",
     "signatures_prefix",
+    "times_chapter_key",
     "trust_history_key",
     "version_head_key",
     "version_of_manifest_key",
@@ -191,6 +193,11 @@ def version_head_key(model: str) -> str:
 def ever_aliased_key(model: str) -> str:
     """Key of gc's hint: every version ever active or canary, and its history cursor."""
     return f"{model}/index/ever-aliased.json"
+
+
+def times_chapter_key(model: str, chapter: int) -> str:
+    """Key of gc's hint of the times of history records 64 * chapter + 1 .. + 64."""
+    return f"{model}/index/times/{chapter:08d}.json"
 
 
 def gc_prefix(model: str) -> str:

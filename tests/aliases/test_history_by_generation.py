@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,7 +23,14 @@ from modelshelf._aliases import (
     served_at,
     served_at_search,
 )
-from modelshelf._aliases._ever import _Index
+from modelshelf._aliases._ever import ever_aliased
+from modelshelf._aliases._index import (
+    HistoryIndex,
+    anchor_generations,
+    history_anchors,
+    read_chapter,
+    to_ms,
+)
 from modelshelf._stores import OVERWRITE
 from modelshelf.layout import aliases_key, ever_aliased_key, history_key, history_prefix
 from tests.support.registries import VERSIONS, make_registry
@@ -183,6 +192,171 @@ def test_served_at_search_survives_a_deleted_record(tmp_path: Path) -> None:
         assert got == expected, f"served_at at generation {record.generation} with a gap"
 
 
+def instants_across(
+    records: list[HistoryRecord], rng: random.Random, every: int = 3
+) -> list[datetime]:
+    sample = records[::every]
+    instants = [r.when for r in sample] + [r.when - timedelta(seconds=1) for r in sample]
+    instants += [r.when + timedelta(microseconds=300) for r in records[1::7]]
+    instants += [records[0].when - timedelta(days=1), records[-1].when + timedelta(days=1)]
+    return instants + [
+        records[0].when + (records[-1].when - records[0].when) * rng.random() for _ in range(20)
+    ]
+
+
+def history_reads(registry: Registry, run: Callable[[], object]) -> int:
+    """How many history records ``run`` reads from the registry's store."""
+    store = registry.store
+    original = store.get
+    reads = 0
+
+    def counting_get(key: str, *args: Any, **kwargs: Any) -> Any:
+        nonlocal reads
+        reads += "/history/" in key
+        return original(key, *args, **kwargs)
+
+    store.get = counting_get  # type: ignore[method-assign]
+    try:
+        run()
+    finally:
+        del store.get
+    return reads
+
+
+def test_served_at_starts_from_gcs_record_times(tmp_path: Path) -> None:
+    registry = Registry(tmp_path / "reg", cache_dir=tmp_path / "c", user="t")
+    rng = random.Random(11)
+    records = synthetic_history(rng, 400)
+    install(registry, records)
+    grace = timedelta(seconds=60)
+
+    def reads_at(when: datetime) -> int:
+        return history_reads(
+            registry, lambda: served_at_search(registry.store, "iris", when, grace)
+        )
+
+    unhinted = [reads_at(r.when) for r in records[::40]]
+    ever_aliased(registry.store, "iris")  # what gc does: writes the index with record times
+    for when in instants_across(records, rng):
+        expected = as_set(served_at(records, when, grace))
+        got = as_set(served_at_search(registry.store, "iris", when, grace))
+        assert got == expected, f"served_at at {when} with gc's times: {got} != {expected}"
+    hinted = [reads_at(r.when) for r in records[::40]]
+    assert max(hinted) <= 4, f"with gc's times a search reads the few records it needs: {hinted}"
+    assert sum(hinted) < sum(unhinted), f"the times save reads: {hinted} vs {unhinted}"
+
+
+def _rewrite_index(registry: Registry, edit: Callable[[dict[str, Any]], None]) -> None:
+    key = ever_aliased_key("iris")
+    obj = registry.store.get(key)
+    assert obj is not None
+    data = json.loads(obj.data)
+    edit(data)
+    data["digest"] = HistoryIndex.body_digest(
+        data["through"], data["txn"], data["versions"], data["stride"], data["times"]
+    )
+    registry.store.put(key, json.dumps(data).encode(), mode=OVERWRITE)
+
+
+def _shift(data: dict[str, Any]) -> None:
+    data["times"][0] += 86_400_000  # a day later: intact, and wrong
+
+
+def _reverse(data: dict[str, Any]) -> None:
+    data["times"] = [data["times"][0]] + [-d for d in data["times"][1:]]
+
+
+def _zeros(data: dict[str, Any]) -> None:
+    data["times"] = [0] * len(data["times"])
+
+
+def _damage_chapters(registry: Registry, damage: str) -> None:
+    store = registry.store
+    keys = [info.key for info in store.list("iris/index/times/")]
+    assert len(keys) == 4, f"fixture: 200 records make 4 time chapters, found {keys}"
+    for key in keys:
+        obj = store.get(key)
+        assert obj is not None
+        data = json.loads(obj.data)
+        if damage == "chapters-missing":
+            store.delete(key)
+            continue
+        if damage == "chapters-garbage":
+            body = b"\x00not json"
+        elif damage == "chapters-shifted":
+            data["times"][0] += 3 * 86_400_000  # three days later: parses, and wrong
+            body = json.dumps(data).encode()
+        else:  # chapters-swapped: each holds another chapter's number
+            data["first"] += 64
+            body = json.dumps(data).encode()
+        store.put(key, body, mode=OVERWRITE)
+
+
+INDEX_DAMAGE = ["shifted", "reversed", "zeros", "stale", "garbage", "missing", "flipped-time"]
+CHAPTER_DAMAGE = ["chapters-missing", "chapters-garbage", "chapters-shifted", "chapters-swapped"]
+
+
+@pytest.mark.parametrize("damage", INDEX_DAMAGE + CHAPTER_DAMAGE)
+def test_a_wrong_time_hint_costs_reads_never_a_wrong_answer(tmp_path: Path, damage: str) -> None:
+    registry = Registry(tmp_path / "reg", cache_dir=tmp_path / "c", user="t")
+    rng = random.Random(12)
+    records = synthetic_history(rng, 200)
+    install(registry, records[:120] if damage == "stale" else records)
+    ever_aliased(registry.store, "iris")
+    key = ever_aliased_key("iris")
+    if damage == "stale":
+        install(registry, records[120:])  # 80 records after gc's cursor
+    elif damage in ("shifted", "reversed", "zeros"):
+        _rewrite_index(registry, {"shifted": _shift, "reversed": _reverse, "zeros": _zeros}[damage])
+    elif damage == "garbage":
+        registry.store.put(key, b"\x00not json", mode=OVERWRITE)
+    elif damage == "missing":
+        registry.store.delete(key)
+    elif damage == "flipped-time":
+        obj = registry.store.get(key)
+        assert obj is not None
+        data = json.loads(obj.data)
+        data["times"][2] += 3_600_000  # digest not recomputed: gc would rebuild it
+        registry.store.put(key, json.dumps(data).encode(), mode=OVERWRITE)
+    else:
+        _damage_chapters(registry, damage)
+    grace = timedelta(seconds=rng.choice([0, 60, 7200]))
+    for when in instants_across(records, rng, every=5):
+        expected = as_set(served_at(records, when, grace))
+        got = as_set(served_at_search(registry.store, "iris", when, grace))
+        assert got == expected, f"served_at at {when} with a {damage} hint: {got} != {expected}"
+
+
+@pytest.mark.parametrize("damage", ["chapters-missing", "chapters-garbage", "chapters-swapped"])
+def test_gc_rebuilds_damaged_time_chapters(tmp_path: Path, damage: str) -> None:
+    registry = Registry(tmp_path / "reg", cache_dir=tmp_path / "c", user="t")
+    records = synthetic_history(random.Random(13), 230)
+    install(registry, records[:200])
+    ever_aliased(registry.store, "iris")
+    _damage_chapters(registry, damage)
+    install(registry, records[200:])  # gc's next run extends the partial chapter 3
+    ever_aliased(registry.store, "iris")
+    chapter, _ = read_chapter(registry.store, "iris", 3)
+    expected = [(r.generation, to_ms(r.when)) for r in records[192:230]]
+    assert chapter == expected, f"gc rebuilds the {damage} chapter it extends from its records"
+
+
+def test_gc_index_records_every_time_and_appends_new_ones(tmp_path: Path) -> None:
+    registry = Registry(tmp_path / "reg", cache_dir=tmp_path / "c", user="t")
+    records = synthetic_history(random.Random(14), 150)
+    install(registry, records[:100])
+    ever_aliased(registry.store, "iris")
+    install(registry, records[100:])
+    ever_aliased(registry.store, "iris")  # folds in only the records after its cursor
+    anchors = history_anchors(registry.store, "iris")
+    expected = [(g, to_ms(records[g - 1].when)) for g in anchor_generations(150)]
+    assert anchors == expected, "the index keeps every 64th record's time and the last's"
+    kept = [pair for c in range(3) for pair in read_chapter(registry.store, "iris", c)[0] or []]
+    assert kept == [(r.generation, to_ms(r.when)) for r in records], (
+        "the chapters keep every record's time, the new ones appended"
+    )
+
+
 # -- rollback -----------------------------------------------------------------------------
 
 
@@ -291,7 +465,9 @@ def test_gc_index_damaged_is_rebuilt(registry: Registry, damage: str) -> None:
             data["versions"] = []
         else:
             data["through"] = 10_000
-        data["digest"] = _Index.body_digest(data["through"], data["txn"], data["versions"])
+        data["digest"] = HistoryIndex.body_digest(
+            data["through"], data["txn"], data["versions"], data["stride"], data["times"]
+        )
         registry.store.put(key, json.dumps(data).encode(), mode=OVERWRITE)
     assert protected(registry) == truth, f"gc with a {damage} index must protect the same"
     repaired = registry.store.get(key)

@@ -6,7 +6,8 @@ or one more when a claimed record was not installed yet; one listing that starts
 installed record finds that. From there:
 
 - the newest N records are N parallel GETs (:func:`read_history` with ``limit``);
-- ``served_at`` searches generations by time (records are claimed in time order);
+- ``served_at`` searches generations by time (records are claimed in time order), starting
+  from gc's record times (``_index``) when there are some;
 - ``rollback`` follows the back-pointer each state carries (``Aliases.active_since``) and
   walks back in parallel batches only where a writer did not maintain it.
 
@@ -15,6 +16,7 @@ See docs/design.md, "Scale: indexes and hints".
 
 from __future__ import annotations
 
+import bisect
 import logging
 import math
 from collections.abc import Iterable, Iterator
@@ -29,6 +31,7 @@ from .._errors import CorruptObjectError, InvalidAliasesError, InvalidInputError
 from .._refs import check_name
 from .._stores import Store
 from ..layout import aliases_key, history_key, history_prefix
+from ._index import chapter_of, history_anchors, read_chapter, to_ms
 from ._state import Aliases, HistoryRecord, ServedVersion, parse_aliases
 
 __all__ = [
@@ -113,6 +116,16 @@ def _generation_of(name: str, key: str) -> int | None:
     return int(stem) if stem.isdigit() else None
 
 
+def _installed_generation(store: Store, name: str) -> int:
+    """``aliases.json``'s generation (0: missing or unreadable)."""
+    try:
+        obj = store.get(aliases_key(name))
+        assert obj is not None
+        return parse_aliases(obj.data).generation
+    except (KeyNotFoundError, InvalidAliasesError):
+        return 0  # no usable pointer: a listing from it starts at the beginning
+
+
 def newest_generation(store: Store, name: str, installed: int | None = None) -> int:
     """The newest history generation of ``name`` (0 when there is none).
 
@@ -122,12 +135,7 @@ def newest_generation(store: Store, name: str, installed: int | None = None) -> 
         installed: ``aliases.json``'s generation when the caller has just read it.
     """
     if installed is None:
-        try:
-            obj = store.get(aliases_key(name))
-            assert obj is not None
-            installed = parse_aliases(obj.data).generation
-        except (KeyNotFoundError, InvalidAliasesError):
-            installed = 0  # no usable pointer: the listing below starts at the beginning
+        installed = _installed_generation(store, name)
     # A claimed record not installed yet (invariant 3) sorts after the installed one; so
     # does everything, should aliases.json be missing.
     after = history_key(name, installed) if installed else None
@@ -293,6 +301,12 @@ _PROBES = 4
 # next one splits evenly, so a history of any shape still narrows about _PROBES-fold at
 # least every second round.
 _NARROWED = 4
+# With kept times further apart than one record, a time interpolated between two of them
+# is off by a record or so: the first read takes one before and two after it.
+_BEFORE, _AFTER = 1, 2
+# Up to this many records apart, the rest of the span between two kept times is read when
+# the first read missed; further apart (a chapter missing), the search takes over.
+_AROUND = 8
 
 
 @dataclass
@@ -402,7 +416,9 @@ def _probes(search: _Search, lo: int, hi: int, aims: list[_Aim]) -> set[int]:
     return {search.nearest_unread(g, lo, hi) for g in planned}
 
 
-def _last_at_or_before(search: _Search, targets: list[datetime]) -> list[int]:
+def _last_at_or_before(
+    search: _Search, targets: list[datetime], seeds: tuple[list[int], list[int]] = ([], [])
+) -> list[int]:
     """For each target, the newest generation whose record's time is at or before it (0:
     none), searched for together in parallel rounds.
 
@@ -414,8 +430,22 @@ def _last_at_or_before(search: _Search, targets: list[datetime]) -> list[int]:
     cost at most about 2 * log(n) / log(_PROBES + 1) rounds, and a history of bursts
     between quiet spells about four at 1,000 or 10,000 records. A missing record (only a
     hostile delete makes one) is stepped over.
+
+    ``seeds`` come from a hint: the generations near each answer, read first, and those
+    around it, read with both ends when the first do not bracket every target; the search
+    goes on from the records read.
     """
-    search.fetch(sorted({1, search.newest}))
+
+    def open_brackets() -> bool:
+        return any(search.unread(*search.bracket(t)) > 0 for t in targets)
+
+    near, around = seeds
+    if near:
+        search.fetch(near)
+    if near and around and open_brackets():
+        search.fetch(around)
+    if not near or open_brackets():
+        search.fetch(sorted({1, search.newest}))
     aims = [_Aim(t) for t in targets]
     while True:
         groups: dict[tuple[int, int], list[_Aim]] = {}
@@ -453,13 +483,57 @@ def _kept_at_or_before(search: _Search, generation: int) -> int:
     return 0
 
 
+def _chapters(anchors: list[tuple[int, int]], targets: list[datetime]) -> list[int]:
+    """The time chapters around ``targets``, by the index's kept times."""
+    times = [t for _, t in anchors]
+    found = set()
+    for target in targets:
+        i = bisect.bisect_right(times, to_ms(target)) - 1
+        found.add(chapter_of(anchors[i][0]) if i >= 0 else 0)
+    return sorted(found) if anchors else []
+
+
+def _hinted_generations(
+    anchors: list[tuple[int, int]], targets: list[datetime], newest: int
+) -> tuple[list[int], list[int]]:
+    """Where gc's kept times say each target is: ``near``, the records that hold the
+    answer (the last record at or before each target and the one after it, interpolated
+    when the kept times are further apart, and those between), read first; ``around``,
+    the rest of the span between the kept times around each target, read when ``near``
+    did not bracket every target."""
+    generations = [g for g, _ in anchors]
+    times = [t for _, t in anchors]
+    near: set[int] = set()
+    around: set[int] = set()
+    for target in targets:
+        ms = to_ms(target)
+        i = bisect.bisect_right(times, ms) - 1
+        if i < 0:
+            near.add(1)  # before the first record
+            continue
+        if i + 1 == len(anchors):
+            near.update((generations[i], generations[i] + 1))  # at or after gc's cursor
+            continue
+        g0, g1, t0, t1 = generations[i], generations[i + 1], times[i], times[i + 1]
+        guess = math.floor(g0 + (ms - t0) / (t1 - t0) * (g1 - g0)) if t1 > t0 else g0
+        near.update(range(max(g0, guess - _BEFORE), min(g1, guess + _AFTER) + 1))
+        if g1 - g0 <= _AROUND:
+            around.update(range(g0, g1 + 1))
+    if near and max(near) - min(near) < 64:
+        near.update(range(min(near), max(near)))  # the records between: read anyway
+    keep = range(1, newest + 1)
+    return sorted(g for g in near if g in keep), sorted(g for g in around - near if g in keep)
+
+
 def served_at_search(
     store: Store, name: str, when: datetime | str, grace: timedelta
 ) -> list[ServedVersion]:
     """:func:`served_at` over only the records around ``when``, found by searching.
 
-    Reads the newest generation, then a few records per round in parallel until it holds
-    every state live at ``when`` (docs/design.md, "Scale: indexes and hints"). Superseded
+    Reads the newest generation and gc's record times beside it, then the records those
+    times name, then, only where that did not settle it, a few records per round in
+    parallel until it holds every state live at ``when`` (docs/design.md, "Scale: indexes
+    and hints"). The times are a hint: the answer rests on the records read. Superseded
     records are left out, missing and corrupt ones stepped over, as a full read of the
     history does.
 
@@ -478,14 +552,26 @@ def served_at_search(
     """
     check_name(name)
     when = parse_instant(when)
-    newest = newest_generation(store, name)
-    if newest == 0:
-        return []
-    search = _Search(store, name, newest)
     # A state is live at `when` if its record is at or before it and the next one after
     # `when - grace`: the states from the one in force at `when - grace` to the one at
     # `when`, both searched for in the same rounds.
-    last, settled = _last_at_or_before(search, [when, when - grace])
+    targets = [when, when - grace]
+    # gc's record times, only a hint: its index beside aliases.json, then the chapters
+    # around the targets beside the listing that finds the newest generation.
+    with ThreadPoolExecutor(2) as pool:
+        hinted = pool.submit(history_anchors, store, name)
+        installed = _installed_generation(store, name)
+        anchors = hinted.result() or []
+        pages = [pool.submit(read_chapter, store, name, c) for c in _chapters(anchors, targets)]
+        newest = newest_generation(store, name, installed=installed)
+        times = dict(anchors)
+        for page in pages:
+            times.update(page.result()[0] or [])
+    if newest == 0:
+        return []
+    search = _Search(store, name, newest)
+    seeds = _hinted_generations(sorted(times.items()), targets, newest) if times else ([], [])
+    last, settled = _last_at_or_before(search, targets, seeds)
     if last == 0:
         return []
     settled = min(settled, last)  # clocks out of order, or a negative grace
