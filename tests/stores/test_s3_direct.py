@@ -13,7 +13,12 @@ from typing import Any
 
 import pytest
 
-from modelshelf._errors import AccessDeniedError, KeyNotFoundError, PreconditionFailedError
+from modelshelf._errors import (
+    AccessDeniedError,
+    ConfigurationError,
+    KeyNotFoundError,
+    PreconditionFailedError,
+)
 from modelshelf._stores import OVERWRITE, IfMatch
 from modelshelf._stores._s3 import S3Store
 from tests.support.backends import Backend
@@ -174,6 +179,30 @@ def test_where_the_direct_transport_is_used(server: Backend) -> None:
         patch.setenv("http_proxy", "http://127.0.0.1:9")
         patch.setenv("no_proxy", "")
         assert not S3Store("s3://b", endpoint_url="http://10.1.2.3:8333").direct, "proxied"
+
+
+def test_reads_on_the_direct_transport_build_no_botocore_client(
+    server: Backend, tmp_path: Path
+) -> None:
+    # Building botocore's client costs about 0.15 s of every CLI run; a pull never needs it.
+    store = server.open()
+    assert isinstance(store, S3Store) and store.direct
+    seen: list[str] = []
+    store.observe_requests(lambda operation, _: seen.append(operation))
+    store.put("k", b"some bytes")
+    assert store.head("k").size == 10
+    assert store.get("k") is not None
+    assert [i.key for i in store.list("")] == ["k"]
+    store.get_file_hashed("k", tmp_path / "k")
+    assert store._built_client is None, "a read, head, listing or small put built the client"
+    store.delete("k")  # botocore's: builds the client, and the observer sees it
+    assert store._built_client is not None
+    assert seen[-1] == "DeleteObject", f"an observer added before the client missed it: {seen}"
+
+
+def test_a_bad_endpoint_is_refused_when_the_store_is_made() -> None:
+    with pytest.raises(ConfigurationError, match="not an endpoint"):
+        S3Store("s3://b", endpoint_url="not an endpoint")
 
 
 @pytest.mark.parametrize("token", [None, "session-token/with+odd=chars"])

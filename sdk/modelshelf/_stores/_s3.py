@@ -45,6 +45,7 @@ from botocore.exceptions import (
 )
 from botocore.loaders import Loader, create_loader
 from botocore.parsers import ResponseParserFactory
+from botocore.utils import is_valid_endpoint_url, is_valid_ipv6_endpoint_url
 
 from .._errors import (
     CommitStateUnknownError,
@@ -175,7 +176,7 @@ class S3Store:
             as their digests are known already). Turn off for S3-compatibles that reject
             ``x-amz-checksum-*`` headers.
         retry_delay: Base of the exponential backoff in seconds (default 0.2; capped at 10).
-        direct_http: Send GetObject, PutObject, UploadPart and ListObjectsV2 through
+        direct_http: Send GetObject, HeadObject, PutObject, UploadPart and ListObjectsV2 through
             modelshelf's own signed-request transport instead of botocore where it fits: an
             explicit endpoint, path-style, no proxy, a client the store built
             (``MODELSHELF_DIRECT_HTTP``; default on). It costs a fifth of botocore's client
@@ -237,26 +238,46 @@ class S3Store:
         if self._retry_delay < 0:
             raise ConfigurationError(f"retry delay {self._retry_delay} must not be negative")
         self._direct: DirectS3 | None = None
-        if client is not None:
-            self._client = client
-        else:
-            self._client, session = self._make_client(endpoint_url, profile, region)
+        # The botocore client is built when something first needs it (about 0.15 s of every
+        # CLI run): on the direct transport a pull, a listing or a small push never does.
+        self._built_client: Any = client
+        self._client_lock = threading.Lock()
+        self._hooks: list[Callable[..., None]] = []
+        if client is None:
+            self._endpoint_arg = endpoint_url
+            self._config = self._client_config(endpoint_url)
+            self._session = self._make_session(endpoint_url, profile, region)
             if setting(direct_http, "MODELSHELF_DIRECT_HTTP", True, parse_bool):
                 self._direct = direct_transport_for(
-                    session,
-                    self._client,
+                    self._session,
+                    self._config,
                     endpoint_url=endpoint_url_setting(endpoint_url),
                     max_connections=4 * self._concurrency + 8,
                 )
-        # GetObject, PutObject and ListObjectsV2 go direct where that fits; the rest, botocore.
-        self._transport: Any = self._direct if self._direct is not None else self._client
 
-    def _make_client(
-        self, endpoint_url: str | None, profile: str | None, region: str | None
-    ) -> tuple[Any, Any]:
+    @property
+    def _client(self) -> Any:
+        client = self._built_client
+        if client is None:
+            with self._client_lock:
+                if self._built_client is None:
+                    built = self._create_client()
+                    for hook in self._hooks:
+                        built.meta.events.register("before-parameter-build.s3", hook)
+                    self._built_client = built
+                client = self._built_client
+        return client
+
+    @property
+    def _transport(self) -> Any:
+        # GetObject, HeadObject, PutObject and ListObjectsV2 go direct where that fits; the
+        # rest, botocore.
+        return self._direct if self._direct is not None else self._client
+
+    def _client_config(self, endpoint_url: str | None) -> Config:
         # boto3 reads AWS_ENDPOINT_URL(_S3) itself; we look only to choose the addressing style.
         endpoint = endpoint_url_setting(endpoint_url)
-        config = Config(
+        return Config(
             connect_timeout=10,
             read_timeout=120,
             tcp_keepalive=True,
@@ -269,7 +290,15 @@ class S3Store:
             response_checksum_validation="when_supported" if self._checksums else "when_required",
             user_agent_extra="modelshelf",
         )
+
+    def _make_session(
+        self, endpoint_url: str | None, profile: str | None, region: str | None
+    ) -> botocore.session.Session:
         try:
+            if endpoint_url is not None and not (
+                is_valid_endpoint_url(endpoint_url) or is_valid_ipv6_endpoint_url(endpoint_url)
+            ):
+                raise ValueError(f"Invalid endpoint: {endpoint_url}")  # botocore's words
             # botocore's own session, not boto3's: boto3 adds nothing this store uses but
             # its import (s3transfer among it), about 50 ms of every CLI run (measured).
             core = _botocore_session()
@@ -279,8 +308,16 @@ class S3Store:
                 core.set_config_variable("profile", profile)
             if region is not None:
                 core.set_config_variable("region", region)
-            return core.create_client("s3", endpoint_url=endpoint_url, config=config), core
+            return core
         except (ProfileNotFound, BotoCoreError, ValueError) as exc:
+            raise ConfigurationError(f"cannot set up an S3 client for {self.uri}: {exc}") from exc
+
+    def _create_client(self) -> Any:
+        try:
+            return self._session.create_client(
+                "s3", endpoint_url=self._endpoint_arg, config=self._config
+            )
+        except (BotoCoreError, ValueError) as exc:
             raise ConfigurationError(f"cannot set up an S3 client for {self.uri}: {exc}") from exc
 
     # -- identity ----------------------------------------------------------------------
@@ -319,7 +356,11 @@ class S3Store:
         def hook(model: Any, params: dict[str, Any], **_: Any) -> None:
             callback(model.name, params)
 
-        self._client.meta.events.register("before-parameter-build.s3", hook)
+        with self._client_lock:
+            if self._built_client is None:
+                self._hooks.append(hook)  # registered when the client is built
+            else:
+                self._built_client.meta.events.register("before-parameter-build.s3", hook)
         if self._direct is not None:
             self._direct.observe(callback)
 
@@ -466,7 +507,7 @@ class S3Store:
         full = self._full(key)
         result: dict[str, Any] = self._with_retries(
             f"read {self._where(key)}",
-            lambda: self._client.head_object(Bucket=self._bucket, Key=full),
+            lambda: self._transport.head_object(Bucket=self._bucket, Key=full),
         )
         return result
 
@@ -476,7 +517,9 @@ class S3Store:
         # it reuses against it; docs/design.md, invariant 1).
         response: dict[str, Any] = self._with_retries(
             f"read {self._where(key)}",
-            lambda: self._client.head_object(Bucket=self._bucket, Key=full, ChecksumMode="ENABLED"),
+            lambda: self._transport.head_object(
+                Bucket=self._bucket, Key=full, ChecksumMode="ENABLED"
+            ),
         )
         return ObjectInfo(
             key=key,

@@ -1,4 +1,5 @@
-"""GetObject, PutObject, UploadPart and ListObjectsV2 over urllib3, for S3-compatible endpoints.
+"""GetObject, HeadObject, PutObject, UploadPart and ListObjectsV2 over urllib3, for
+S3-compatible endpoints.
 
 botocore spends about 1.5-2.5 ms of client CPU on every request (event hooks, its parameter
 validator, serializer, response parser), measured against SeaweedFS on 127.0.0.1, where the
@@ -11,7 +12,7 @@ connection errors for transport failures (a connection never opened stays apart 
 broken after sending), so :class:`~modelshelf._stores._s3.S3Store`'s one retry loop and its
 one error table treat both transports alike (docs/design.md, "Stores").
 
-Only these four operations and only where the request is fully known go this way: an explicit
+Only these five operations and only where the request is fully known go this way: an explicit
 endpoint (S3-compatibles, or AWS named by URL), path-style addressing, no proxy. Everything
 else, and every client passed in by a caller, stays on botocore.
 """
@@ -49,7 +50,8 @@ _META = "x-amz-meta-"
 
 
 class DirectS3:
-    """A signed-request transport for GetObject, PutObject, UploadPart and ListObjectsV2.
+    """A signed-request transport for GetObject, HeadObject, PutObject, UploadPart and
+    ListObjectsV2.
 
     Args:
         endpoint_url: ``http(s)://host[:port][/path]``; keys go path-style under it.
@@ -104,7 +106,7 @@ class DirectS3:
         """Call ``callback(operation, params)`` before each request (counting, in tests)."""
         self._observers.append(callback)
 
-    # -- the four operations ----------------------------------------------------------
+    # -- the five operations ----------------------------------------------------------
 
     def get_object(
         self,
@@ -130,6 +132,30 @@ class DirectS3:
         )
         if "content-range" in got:
             result["ContentRange"] = got["content-range"]
+        return result
+
+    def head_object(
+        self,
+        *,
+        Bucket: str,  # noqa: N803
+        Key: str,  # noqa: N803
+        ChecksumMode: str | None = None,  # noqa: N803
+    ) -> dict[str, Any]:
+        """HeadObject; with ``ChecksumMode="ENABLED"`` the stored checksum comes back too."""
+        headers = _present({"x-amz-checksum-mode": ChecksumMode})
+        response = self._send("HeadObject", "HEAD", Bucket, Key, headers, None, _EMPTY_SHA256)
+        try:
+            response.drain_conn()
+        finally:
+            response.release_conn()
+        got = response.headers
+        result = _common(got)
+        result.update(
+            ContentLength=int(got.get("content-length") or 0),
+            LastModified=_last_modified(got),
+        )
+        if "x-amz-checksum-type" in got:
+            result["ChecksumType"] = got["x-amz-checksum-type"]
         return result
 
     def put_object(
@@ -457,13 +483,15 @@ def _client_error(operation: str, response: urllib3.BaseHTTPResponse) -> ClientE
 
 
 def direct_transport_for(
-    session: Any, client: Any, *, endpoint_url: str | None, max_connections: int
+    session: Any, config: Any, *, endpoint_url: str | None, max_connections: int
 ) -> DirectS3 | None:
-    """The direct transport beside a client the store built, or ``None`` where it does not fit.
+    """The direct transport beside the client a store builds (when it first needs one), or
+    ``None`` where it does not fit.
 
     Args:
-        session: The botocore session the client was made from (its credentials, CA bundle).
-        client: That client (its region, addressing style, timeouts, proxies).
+        session: The botocore session the client is made from (credentials, region, CA
+            bundle).
+        config: The client's botocore ``Config`` (addressing style, timeouts, proxies).
         endpoint_url: The explicit endpoint, ``None`` for AWS's own.
         max_connections: Pool size.
 
@@ -479,10 +507,10 @@ def direct_transport_for(
     proxies = urllib.request.getproxies()
     if parts.scheme in proxies and not urllib.request.proxy_bypass(parts.hostname or ""):
         return None
-    config = client.meta.config
     if (config.s3 or {}).get("addressing_style") != "path" or config.proxies:
         return None
-    region = client.meta.region_name or "us-east-1"
+    # What the client's region_name would be: the session's region, else S3's default.
+    region = session.get_config_variable("region") or "us-east-1"
     credentials = session.get_credentials()
 
     def frozen() -> Any:
@@ -501,5 +529,5 @@ def direct_transport_for(
         connect_timeout=float(config.connect_timeout),
         read_timeout=float(config.read_timeout),
         ca_bundle=ca_bundle,
-        user_agent=f"modelshelf-direct {client.meta.config.user_agent_extra or ''}".strip(),
+        user_agent=f"modelshelf-direct {config.user_agent_extra or ''}".strip(),
     )
