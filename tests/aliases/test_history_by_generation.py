@@ -292,7 +292,29 @@ def _damage_chapters(registry: Registry, damage: str) -> None:
         store.put(key, body, mode=OVERWRITE)
 
 
-INDEX_DAMAGE = ["shifted", "reversed", "zeros", "stale", "garbage", "missing", "flipped-time"]
+def _copy_foreign_hints(registry: Registry, tmp_path: Path) -> None:
+    """Replace the hints with another, longer history's (a model deleted and recreated)."""
+    other = Registry(tmp_path / "other", cache_dir=tmp_path / "oc", user="t")
+    install(other, synthetic_history(random.Random(99), 300))
+    ever_aliased(other.store, "iris")
+    for info in registry.store.list("iris/index/"):
+        registry.store.delete(info.key)
+    for info in other.store.list("iris/index/"):
+        obj = other.store.get(info.key)
+        assert obj is not None
+        registry.store.put(info.key, obj.data, mode=OVERWRITE)
+
+
+INDEX_DAMAGE = [
+    "shifted",
+    "reversed",
+    "zeros",
+    "stale",
+    "garbage",
+    "missing",
+    "flipped-time",
+    "foreign",
+]
 CHAPTER_DAMAGE = ["chapters-missing", "chapters-garbage", "chapters-shifted", "chapters-swapped"]
 
 
@@ -312,6 +334,8 @@ def test_a_wrong_time_hint_costs_reads_never_a_wrong_answer(tmp_path: Path, dama
         registry.store.put(key, b"\x00not json", mode=OVERWRITE)
     elif damage == "missing":
         registry.store.delete(key)
+    elif damage == "foreign":
+        _copy_foreign_hints(registry, tmp_path)
     elif damage == "flipped-time":
         obj = registry.store.get(key)
         assert obj is not None
@@ -339,6 +363,18 @@ def test_gc_rebuilds_damaged_time_chapters(tmp_path: Path, damage: str) -> None:
     chapter, _ = read_chapter(registry.store, "iris", 3)
     expected = [(r.generation, to_ms(r.when)) for r in records[192:230]]
     assert chapter == expected, f"gc rebuilds the {damage} chapter it extends from its records"
+
+
+def test_gc_replaces_another_historys_hints(tmp_path: Path) -> None:
+    registry = Registry(tmp_path / "reg", cache_dir=tmp_path / "c", user="t")
+    records = synthetic_history(random.Random(15), 130)
+    install(registry, records)
+    _copy_foreign_hints(registry, tmp_path)  # chapters 0-4 of a 300-record history
+    ever_aliased(registry.store, "iris")  # the index's txn is not this history's: rebuilt
+    kept = [pair for c in range(3) for pair in read_chapter(registry.store, "iris", c)[0] or []]
+    assert kept == [(r.generation, to_ms(r.when)) for r in records], (
+        "gc must replace the chapters another history left (they exist: create fails)"
+    )
 
 
 def test_gc_index_records_every_time_and_appends_new_ones(tmp_path: Path) -> None:
