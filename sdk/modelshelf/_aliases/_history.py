@@ -304,9 +304,6 @@ _NARROWED = 4
 # With kept times further apart than one record, a time interpolated between two of them
 # is off by a record or so: the first read takes one before and two after it.
 _BEFORE, _AFTER = 1, 2
-# Up to this many records apart, the rest of the span between two kept times is read when
-# the first read missed; further apart (a chapter missing), the search takes over.
-_AROUND = 8
 
 
 @dataclass
@@ -417,7 +414,7 @@ def _probes(search: _Search, lo: int, hi: int, aims: list[_Aim]) -> set[int]:
 
 
 def _last_at_or_before(
-    search: _Search, targets: list[datetime], seeds: tuple[list[int], list[int]] = ([], [])
+    search: _Search, targets: list[datetime], seeds: Iterable[int] = ()
 ) -> list[int]:
     """For each target, the newest generation whose record's time is at or before it (0:
     none), searched for together in parallel rounds.
@@ -431,20 +428,13 @@ def _last_at_or_before(
     between quiet spells about four at 1,000 or 10,000 records. A missing record (only a
     hostile delete makes one) is stepped over.
 
-    ``seeds`` come from a hint: the generations near each answer, read first, and those
-    around it, read with both ends when the first do not bracket every target; the search
-    goes on from the records read.
+    ``seeds`` (the generations a hint names as holding the answers) are read first; when
+    they do not bracket every target, the search goes on from the records read.
     """
-
-    def open_brackets() -> bool:
-        return any(search.unread(*search.bracket(t)) > 0 for t in targets)
-
-    near, around = seeds
+    near = sorted(set(seeds))
     if near:
         search.fetch(near)
-    if near and around and open_brackets():
-        search.fetch(around)
-    if not near or open_brackets():
+    if not near or any(search.unread(*search.bracket(t)) > 0 for t in targets):
         search.fetch(sorted({1, search.newest}))
     aims = [_Aim(t) for t in targets]
     while True:
@@ -490,21 +480,18 @@ def _chapters(anchors: list[tuple[int, int]], targets: list[datetime]) -> list[i
     for target in targets:
         i = bisect.bisect_right(times, to_ms(target)) - 1
         found.add(chapter_of(anchors[i][0]) if i >= 0 else 0)
-    return sorted(found) if anchors else []
+    return sorted(found)
 
 
 def _hinted_generations(
     anchors: list[tuple[int, int]], targets: list[datetime], newest: int
-) -> tuple[list[int], list[int]]:
-    """Where gc's kept times say each target is: ``near``, the records that hold the
-    answer (the last record at or before each target and the one after it, interpolated
-    when the kept times are further apart, and those between), read first; ``around``,
-    the rest of the span between the kept times around each target, read when ``near``
-    did not bracket every target."""
+) -> list[int]:
+    """Where gc's kept times say the answer is: the last record at or before each target
+    and the one after it (interpolated where the kept times are further apart than one
+    record, a chapter missing), and those between."""
     generations = [g for g, _ in anchors]
     times = [t for _, t in anchors]
     near: set[int] = set()
-    around: set[int] = set()
     for target in targets:
         ms = to_ms(target)
         i = bisect.bisect_right(times, ms) - 1
@@ -517,12 +504,10 @@ def _hinted_generations(
         g0, g1, t0, t1 = generations[i], generations[i + 1], times[i], times[i + 1]
         guess = math.floor(g0 + (ms - t0) / (t1 - t0) * (g1 - g0)) if t1 > t0 else g0
         near.update(range(max(g0, guess - _BEFORE), min(g1, guess + _AFTER) + 1))
-        if g1 - g0 <= _AROUND:
-            around.update(range(g0, g1 + 1))
     if near and max(near) - min(near) < 64:
         near.update(range(min(near), max(near)))  # the records between: read anyway
     keep = range(1, newest + 1)
-    return sorted(g for g in near if g in keep), sorted(g for g in around - near if g in keep)
+    return sorted(g for g in near if g in keep)
 
 
 def served_at_search(
@@ -570,7 +555,7 @@ def served_at_search(
     if newest == 0:
         return []
     search = _Search(store, name, newest)
-    seeds = _hinted_generations(sorted(times.items()), targets, newest) if times else ([], [])
+    seeds = _hinted_generations(sorted(times.items()), targets, newest) if times else []
     last, settled = _last_at_or_before(search, targets, seeds)
     if last == 0:
         return []
