@@ -7,7 +7,11 @@ when real faults hit it (a proxy that answers 503, resets connections and drops 
 
 from __future__ import annotations
 
+import functools
+import os
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +25,8 @@ from modelshelf._errors import (
 )
 from modelshelf._stores import OVERWRITE, IfMatch
 from modelshelf._stores._s3 import S3Store
-from tests.support.backends import Backend
+from tests.support.backends import SMALL_PART, Backend
+from tests.support.blobs import multipart_uploads
 from tests.support.faultproxy import Fault, FaultProxy, match_requests
 
 KEYS = ["plain.json", "a/b/c.bin", "with space/and+plus=.txt", "ünïcödé/ключ.json", "t~il(de)!*'"]
@@ -198,6 +203,120 @@ def test_reads_on_the_direct_transport_build_no_botocore_client(
     store.delete("k")  # botocore's: builds the client, and the observer sees it
     assert store._built_client is not None
     assert seen[-1] == "DeleteObject", f"an observer added before the client missed it: {seen}"
+
+
+def test_a_multipart_push_on_the_direct_transport_builds_no_client_and_keeps_its_conditions(
+    server: Backend, tmp_path: Path
+) -> None:
+    # Create, parts, complete (conditional) and, on failure, abort all go direct.
+    store = server.open(part_size=SMALL_PART)
+    assert isinstance(store, S3Store) and store.direct
+    seen: list[str] = []
+    store.observe_requests(lambda operation, _: seen.append(operation))
+    src = tmp_path / "model.bin"
+    src.write_bytes(os.urandom(2 * SMALL_PART + 12345))
+    etag = store.put_file("m/big", src)
+    assert seen == [
+        "CreateMultipartUpload",
+        "UploadPart",
+        "UploadPart",
+        "UploadPart",
+        "CompleteMultipartUpload",
+    ], f"unexpected requests: {seen}"
+    assert store._built_client is None, "a multipart push on the direct transport built botocore"
+    plain = server.open(direct_http=False)
+    got = plain.get("m/big")
+    assert got is not None and got.data == src.read_bytes(), "botocore reads other bytes back"
+    assert got.etag == etag, "the etag the complete answered is not the object's"
+    with pytest.raises(PreconditionFailedError):
+        store.put_file("m/big", src)  # a create over an existing key, refused at the complete
+    if server.name != "moto-server":  # moto ignores If-Match on CompleteMultipartUpload
+        with pytest.raises(PreconditionFailedError):
+            store.put_file("m/big", src, mode=IfMatch("0" * 32))
+    src.write_bytes(os.urandom(SMALL_PART + 1))
+    replaced = store.put_file("m/big", src, mode=IfMatch(etag))
+    got = plain.get("m/big")
+    assert got is not None and got.data == src.read_bytes() and got.etag == replaced
+    assert multipart_uploads(server) == [], "the refused uploads were not aborted"
+    assert store._built_client is None, "a refused multipart push built botocore"
+
+
+class _CompleteAnswers(ThreadingHTTPServer):
+    """Answers every POST with status 200 and the body it is given (an S3 that fails a
+    complete after its status line, or sends something else)."""
+
+    def __init__(self, body: bytes) -> None:
+        answer = body
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (
+            b"<?xml version='1.0'?><Error><Code>InternalError</Code>"
+            b"<Message>We encountered an internal error.</Message></Error>",
+            "InternalError",
+        ),
+        (b"<CompleteMultipartUploadResult></CompleteMultipartUploadResult>", "no etag"),
+        (b"not xml at all", "not xml"),
+    ],
+)
+def test_a_complete_that_fails_after_its_200_raises_what_botocore_would(
+    body: bytes, expected: str
+) -> None:
+    from botocore.credentials import Credentials
+    from botocore.exceptions import ClientError, ConnectionClosedError
+
+    from modelshelf._stores._s3_direct import DirectS3
+
+    server = _CompleteAnswers(body)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        direct = DirectS3(
+            f"http://127.0.0.1:{server.server_address[1]}",
+            region="us-east-1",
+            credentials=Credentials("AKID", "secret").get_frozen_credentials,
+            max_connections=1,
+            connect_timeout=2,
+            read_timeout=2,
+            ca_bundle=None,
+            user_agent="test",
+        )
+        parts = {"Parts": [{"PartNumber": 1, "ETag": '"abc"'}]}
+        call = functools.partial(
+            direct.complete_multipart_upload,
+            Bucket="b",
+            Key="k",
+            UploadId="u",
+            MultipartUpload=parts,
+        )
+        if expected == "InternalError":
+            with pytest.raises(ClientError) as caught:
+                call()
+            assert caught.value.response["Error"]["Code"] == "InternalError", (
+                "an Error document in a 200 must raise its code, as botocore does"
+            )
+        else:
+            # Neither answer: broken after sending, so the store re-reads what landed.
+            with pytest.raises(ConnectionClosedError):
+                call()
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_a_bad_endpoint_is_refused_when_the_store_is_made() -> None:

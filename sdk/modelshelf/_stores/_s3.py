@@ -176,8 +176,8 @@ class S3Store:
             as their digests are known already). Turn off for S3-compatibles that reject
             ``x-amz-checksum-*`` headers.
         retry_delay: Base of the exponential backoff in seconds (default 0.2; capped at 10).
-        direct_http: Send GetObject, HeadObject, PutObject, UploadPart and ListObjectsV2 through
-            modelshelf's own signed-request transport instead of botocore where it fits: an
+        direct_http: Send GetObject, HeadObject, PutObject, ListObjectsV2 and multipart uploads
+            through modelshelf's own signed-request transport instead of botocore where it fits: an
             explicit endpoint, path-style, no proxy, a client the store built
             (``MODELSHELF_DIRECT_HTTP``; default on). It costs a fifth of botocore's client
             CPU per request; turn it off to send everything through botocore (and its hooks).
@@ -270,8 +270,8 @@ class S3Store:
 
     @property
     def _transport(self) -> Any:
-        # GetObject, HeadObject, PutObject and ListObjectsV2 go direct where that fits; the
-        # rest, botocore.
+        # GetObject, HeadObject, PutObject, ListObjectsV2 and multipart uploads go direct where
+        # that fits; the rest, botocore.
         return self._direct if self._direct is not None else self._client
 
     def _client_config(self, endpoint_url: str | None) -> Config:
@@ -939,8 +939,10 @@ class S3Store:
             }
             if checksums:
                 create["ChecksumAlgorithm"] = "SHA256"
+            # On the direct transport when the parts go there (their digests are known).
+            transport = direct if direct is not None else self._client
             upload_id: str = self._with_retries(
-                action, lambda: self._client.create_multipart_upload(**create)["UploadId"]
+                action, lambda: transport.create_multipart_upload(**create)["UploadId"]
             )
             try:
                 if prepared is not None:
@@ -979,7 +981,7 @@ class S3Store:
         write = _Write(key=key, mode=mode, sha256=sha256, size=size)
         return self._with_retries(
             action,
-            lambda: _etag(self._client.complete_multipart_upload(**complete)["ETag"]),
+            lambda: _etag(self._transport.complete_multipart_upload(**complete)["ETag"]),
             write=write if mode != OVERWRITE else None,
             completing=True,
         )
@@ -1171,7 +1173,9 @@ class S3Store:
         # Best effort: an upload left behind costs storage until a lifecycle rule ends it,
         # and must not hide the error that got us here.
         try:
-            self._client.abort_multipart_upload(Bucket=self._bucket, Key=full, UploadId=upload_id)
+            self._transport.abort_multipart_upload(
+                Bucket=self._bucket, Key=full, UploadId=upload_id
+            )
         except (ClientError, BotoCoreError):
             pass
 

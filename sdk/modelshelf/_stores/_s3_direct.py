@@ -1,4 +1,4 @@
-"""GetObject, HeadObject, PutObject, UploadPart and ListObjectsV2 over urllib3, for
+"""GetObject, HeadObject, PutObject, ListObjectsV2 and multipart uploads over urllib3, for
 S3-compatible endpoints.
 
 botocore spends about 1.5-2.5 ms of client CPU on every request (event hooks, its parameter
@@ -12,7 +12,7 @@ connection errors for transport failures (a connection never opened stays apart 
 broken after sending), so :class:`~modelshelf._stores._s3.S3Store`'s one retry loop and its
 one error table treat both transports alike (docs/design.md, "Stores").
 
-Only these five operations and only where the request is fully known go this way: an explicit
+Only these operations and only where the request is fully known go this way: an explicit
 endpoint (S3-compatibles, or AWS named by URL), path-style addressing, no proxy. Everything
 else, and every client passed in by a caller, stays on botocore.
 """
@@ -25,10 +25,11 @@ import hmac
 import socket
 import threading
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import quote, unquote_plus, urlsplit
 from xml.etree import ElementTree
+from xml.sax.saxutils import escape
 
 import urllib3
 from botocore.exceptions import (
@@ -46,12 +47,13 @@ from ._s3_timestamps import parse_s3_timestamp
 __all__ = ["DirectS3", "canonical_query_string", "direct_transport_for"]
 
 _EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+_S3_XMLNS = "http://s3.amazonaws.com/doc/2006-03-01/"
 _META = "x-amz-meta-"
 
 
 class DirectS3:
-    """A signed-request transport for GetObject, HeadObject, PutObject, UploadPart and
-    ListObjectsV2.
+    """A signed-request transport for GetObject, HeadObject, PutObject, ListObjectsV2 and
+    CreateMultipartUpload, UploadPart, CompleteMultipartUpload, AbortMultipartUpload.
 
     Args:
         endpoint_url: ``http(s)://host[:port][/path]``; keys go path-style under it.
@@ -106,7 +108,7 @@ class DirectS3:
         """Call ``callback(operation, params)`` before each request (counting, in tests)."""
         self._observers.append(callback)
 
-    # -- the five operations ----------------------------------------------------------
+    # -- the operations --------------------------------------------------------------
 
     def get_object(
         self,
@@ -220,6 +222,103 @@ class DirectS3:
             response.release_conn()
         return _common(response.headers)
 
+    def create_multipart_upload(
+        self,
+        *,
+        Bucket: str,  # noqa: N803
+        Key: str,  # noqa: N803
+        Metadata: Mapping[str, str] | None = None,  # noqa: N803
+        ChecksumAlgorithm: str | None = None,  # noqa: N803
+    ) -> dict[str, Any]:
+        """CreateMultipartUpload; the answer's ``UploadId``."""
+        headers = {"Content-Length": "0"}
+        for name, value in (Metadata or {}).items():
+            headers[_META + name] = value
+        headers |= _present({"x-amz-checksum-algorithm": ChecksumAlgorithm})
+        operation = "CreateMultipartUpload"
+        response = self._send(
+            operation, "POST", Bucket, Key, headers, b"", _EMPTY_SHA256, query={"uploads": ""}
+        )
+        answer = self._answer(operation, response)
+        upload_id = answer.get("UploadId")
+        if not upload_id:
+            raise ConnectionClosedError(
+                endpoint_url=f"a {operation} answer without an UploadId: {answer}"
+            )
+        return {"UploadId": upload_id}
+
+    def complete_multipart_upload(
+        self,
+        *,
+        Bucket: str,  # noqa: N803
+        Key: str,  # noqa: N803
+        UploadId: str,  # noqa: N803
+        MultipartUpload: Mapping[str, Any],  # noqa: N803
+        IfMatch: str | None = None,  # noqa: N803
+        IfNoneMatch: str | None = None,  # noqa: N803
+    ) -> dict[str, Any]:
+        """CompleteMultipartUpload of ``MultipartUpload["Parts"]`` (botocore's shape); the
+        answer's ``ETag``.
+
+        S3 may fail a complete after its 200 status line, with an ``Error`` document for a
+        body: that is raised as the :class:`ClientError` botocore would raise, and a body that
+        is neither answer as a connection broken after sending (the outcome is unknown).
+        """
+        body = _complete_body(MultipartUpload.get("Parts", []))
+        headers = {"Content-Length": str(len(body)), "Content-Type": "application/xml"}
+        headers |= _present({"If-Match": IfMatch, "If-None-Match": IfNoneMatch})
+        operation = "CompleteMultipartUpload"
+        response = self._send(
+            operation,
+            "POST",
+            Bucket,
+            Key,
+            headers,
+            body,
+            hashlib.sha256(body).hexdigest(),
+            query={"uploadId": UploadId},
+        )
+        status, got = response.status, dict(response.headers)
+        answer = self._answer(operation, response)
+        if answer.get("Code"):
+            raise ClientError(
+                {
+                    "Error": {"Code": answer["Code"], "Message": answer.get("Message", "")},
+                    "ResponseMetadata": {"HTTPStatusCode": status, "HTTPHeaders": got},
+                },
+                operation,
+            )
+        etag = answer.get("ETag")
+        if not etag:
+            raise ConnectionClosedError(
+                endpoint_url=f"a {operation} answer without an ETag: {answer}"
+            )
+        return {"ETag": etag}
+
+    def abort_multipart_upload(
+        self,
+        *,
+        Bucket: str,  # noqa: N803
+        Key: str,  # noqa: N803
+        UploadId: str,  # noqa: N803
+    ) -> dict[str, Any]:
+        """AbortMultipartUpload."""
+        response = self._send(
+            "AbortMultipartUpload",
+            "DELETE",
+            Bucket,
+            Key,
+            {},
+            None,
+            _EMPTY_SHA256,
+            query={"uploadId": UploadId},
+        )
+        try:
+            response.drain_conn()
+        finally:
+            response.release_conn()
+        return {}
+
     def list_objects_v2(
         self,
         *,
@@ -289,6 +388,23 @@ class DirectS3:
         if response.status >= 300:
             raise _client_error(operation, response)
         return response
+
+    def _answer(self, operation: str, response: urllib3.BaseHTTPResponse) -> dict[str, str]:
+        """The text of each child of a small XML answer's root, by local name (``Code`` and
+        ``Message`` when the root is an ``Error``)."""
+        try:
+            data = response.read()
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise self._broken(exc) from exc
+        finally:
+            response.release_conn()
+        try:
+            root = ElementTree.fromstring(data)
+        except ElementTree.ParseError as exc:
+            raise ConnectionClosedError(
+                endpoint_url=f"a {operation} answer that is not XML", error=exc
+            ) from exc
+        return {_local(child.tag): (child.text or "") for child in root}
 
     def _broken(self, exc: Exception) -> Exception:
         """botocore's error for a transport failure, keeping "nothing was sent" apart."""
@@ -447,6 +563,20 @@ def _parse_listing(data: bytes) -> dict[str, Any]:
         elif tag == "NextContinuationToken":
             result["NextContinuationToken"] = child.text or ""
     return result
+
+
+def _complete_body(parts: Iterable[Mapping[str, Any]]) -> bytes:
+    """The CompleteMultipartUpload document of ``parts`` (botocore's part shape)."""
+    items = []
+    for part in parts:
+        fields = [f"<ETag>{escape(str(part['ETag']))}</ETag>"]
+        if part.get("ChecksumSHA256"):
+            fields.append(f"<ChecksumSHA256>{escape(str(part['ChecksumSHA256']))}</ChecksumSHA256>")
+        fields.append(f"<PartNumber>{int(part['PartNumber'])}</PartNumber>")
+        items.append(f"<Part>{''.join(fields)}</Part>")
+    return (
+        f'<CompleteMultipartUpload xmlns="{_S3_XMLNS}">{"".join(items)}</CompleteMultipartUpload>'
+    ).encode()
 
 
 def _last_modified(headers: Mapping[str, str]) -> dt.datetime | None:
