@@ -239,13 +239,7 @@ class DirectS3:
         response = self._send(
             operation, "POST", Bucket, Key, headers, b"", _EMPTY_SHA256, query={"uploads": ""}
         )
-        answer = self._answer(operation, response)
-        upload_id = answer.get("UploadId")
-        if not upload_id:
-            raise ConnectionClosedError(
-                endpoint_url=f"a {operation} answer without an UploadId: {answer}"
-            )
-        return {"UploadId": upload_id}
+        return {"UploadId": self._answer(operation, response, "UploadId")}
 
     def complete_multipart_upload(
         self,
@@ -261,8 +255,8 @@ class DirectS3:
         answer's ``ETag``.
 
         S3 may fail a complete after its 200 status line, with an ``Error`` document for a
-        body: that is raised as the :class:`ClientError` botocore would raise, and a body that
-        is neither answer as a connection broken after sending (the outcome is unknown).
+        body: that is raised as botocore would raise it, and a body that is neither answer as
+        a connection broken after sending (the outcome is unknown, so the store re-reads).
         """
         body = _complete_body(MultipartUpload.get("Parts", []))
         headers = {"Content-Length": str(len(body)), "Content-Type": "application/xml"}
@@ -278,22 +272,7 @@ class DirectS3:
             hashlib.sha256(body).hexdigest(),
             query={"uploadId": UploadId},
         )
-        status, got = response.status, dict(response.headers)
-        answer = self._answer(operation, response)
-        if answer.get("Code"):
-            raise ClientError(
-                {
-                    "Error": {"Code": answer["Code"], "Message": answer.get("Message", "")},
-                    "ResponseMetadata": {"HTTPStatusCode": status, "HTTPHeaders": got},
-                },
-                operation,
-            )
-        etag = answer.get("ETag")
-        if not etag:
-            raise ConnectionClosedError(
-                endpoint_url=f"a {operation} answer without an ETag: {answer}"
-            )
-        return {"ETag": etag}
+        return {"ETag": self._answer(operation, response, "ETag")}
 
     def abort_multipart_upload(
         self,
@@ -389,9 +368,11 @@ class DirectS3:
             raise _client_error(operation, response)
         return response
 
-    def _answer(self, operation: str, response: urllib3.BaseHTTPResponse) -> dict[str, str]:
-        """The text of each child of a small XML answer's root, by local name (``Code`` and
-        ``Message`` when the root is an ``Error``)."""
+    def _answer(self, operation: str, response: urllib3.BaseHTTPResponse, field: str) -> str:
+        """``field`` of a small XML answer; an ``Error`` document (S3 sends one with a 200
+        when a complete fails late) as the :class:`ClientError` botocore would raise, and an
+        answer without the field as a connection broken after sending."""
+        status, headers = response.status, dict(response.headers)
         try:
             data = response.read()
         except (urllib3.exceptions.HTTPError, OSError) as exc:
@@ -404,7 +385,18 @@ class DirectS3:
             raise ConnectionClosedError(
                 endpoint_url=f"a {operation} answer that is not XML", error=exc
             ) from exc
-        return {_local(child.tag): (child.text or "") for child in root}
+        fields = {_local(child.tag): (child.text or "") for child in root}
+        if _local(root.tag) == "Error":
+            raise _error(
+                operation,
+                status,
+                headers,
+                fields.get("Code") or str(status),
+                fields.get("Message", ""),
+            )
+        if not fields.get(field):
+            raise ConnectionClosedError(endpoint_url=f"a {operation} answer without {field}")
+        return fields[field]
 
     def _broken(self, exc: Exception) -> Exception:
         """botocore's error for a transport failure, keeping "nothing was sent" apart."""
@@ -600,13 +592,16 @@ def _client_error(operation: str, response: urllib3.BaseHTTPResponse) -> ClientE
             message = root.findtext("Message") or message
         except ElementTree.ParseError:
             pass
+    return _error(operation, response.status, dict(response.headers), code, message)
+
+
+def _error(
+    operation: str, status: int, headers: dict[str, str], code: str, message: str
+) -> ClientError:
     return ClientError(
         {
             "Error": {"Code": code, "Message": message},
-            "ResponseMetadata": {
-                "HTTPStatusCode": response.status,
-                "HTTPHeaders": dict(response.headers),
-            },
+            "ResponseMetadata": {"HTTPStatusCode": status, "HTTPHeaders": headers},
         },
         operation,
     )
