@@ -11,6 +11,7 @@ import functools
 import os
 import threading
 from collections.abc import Iterator
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -199,10 +200,14 @@ def test_reads_on_the_direct_transport_build_no_botocore_client(
     assert store.get("k") is not None
     assert [i.key for i in store.list("")] == ["k"]
     store.get_file_hashed("k", tmp_path / "k")
-    assert store._built_client is None, "a read, head, listing or small put built the client"
-    store.delete("k")  # botocore's: builds the client, and the observer sees it
+    store.delete("k")
+    assert store.stale_uploads("", timedelta(0)) == []
+    assert store._built_client is None, (
+        "a read, head, listing, small put, delete or uploads listing built the client"
+    )
+    store.client.head_bucket(Bucket=store._bucket)  # builds it: the observer must see it
     assert store._built_client is not None
-    assert seen[-1] == "DeleteObject", f"an observer added before the client missed it: {seen}"
+    assert seen[-1] == "HeadBucket", f"an observer added before the client missed it: {seen}"
 
 
 def test_a_multipart_push_on_the_direct_transport_builds_no_client_and_keeps_its_conditions(
@@ -384,3 +389,29 @@ def test_signatures_equal_botocores(
     assert ours["Authorization"] == request.headers["Authorization"], (
         "the direct transport signs this request unlike botocore"
     )
+
+
+def test_an_uploads_listing_page_is_read_as_botocore_shapes_it() -> None:
+    # Pages past the first (1,000 uploads) are rare on a test server: the answer S3 documents.
+    from modelshelf._stores._s3_direct import _parse_uploads
+
+    page = _parse_uploads(
+        "ListMultipartUploads",
+        b"""<?xml version="1.0" encoding="UTF-8"?>
+<ListMultipartUploadsResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">
+  <Bucket>b</Bucket><KeyMarker></KeyMarker><UploadIdMarker></UploadIdMarker>
+  <NextKeyMarker>r/m/blobs/sha256/b2</NextKeyMarker><NextUploadIdMarker>u2</NextUploadIdMarker>
+  <MaxUploads>2</MaxUploads><IsTruncated>true</IsTruncated>
+  <Upload><Key>r/m/blobs/sha256/a1</Key><UploadId>u1</UploadId>
+    <Initiated>2026-12-01T10:00:00.000Z</Initiated><StorageClass>STANDARD</StorageClass></Upload>
+  <Upload><Key>r/m/blobs/sha256/b2</Key><UploadId>u2</UploadId>
+    <Initiated>2026-12-02T11:30:00.000Z</Initiated></Upload>
+</ListMultipartUploadsResult>""",
+    )
+    assert [(u["Key"], u["UploadId"]) for u in page["Uploads"]] == [
+        ("r/m/blobs/sha256/a1", "u1"),
+        ("r/m/blobs/sha256/b2", "u2"),
+    ]
+    assert page["Uploads"][0]["Initiated"].isoformat() == "2026-12-01T10:00:00+00:00"
+    assert page["IsTruncated"] is True, "a truncated page must say so, or gc stops early"
+    assert (page["NextKeyMarker"], page["NextUploadIdMarker"]) == ("r/m/blobs/sha256/b2", "u2")

@@ -176,11 +176,12 @@ class S3Store:
             as their digests are known already). Turn off for S3-compatibles that reject
             ``x-amz-checksum-*`` headers.
         retry_delay: Base of the exponential backoff in seconds (default 0.2; capped at 10).
-        direct_http: Send GetObject, HeadObject, PutObject, ListObjectsV2 and multipart uploads
-            through modelshelf's own signed-request transport instead of botocore where it fits: an
-            explicit endpoint, path-style, no proxy, a client the store built
-            (``MODELSHELF_DIRECT_HTTP``; default on). It costs a fifth of botocore's client
-            CPU per request; turn it off to send everything through botocore (and its hooks).
+        direct_http: Send GetObject, HeadObject, PutObject, DeleteObject, ListObjectsV2 and
+            multipart uploads through modelshelf's own signed-request transport instead of
+            botocore where it fits: an explicit endpoint, path-style, no proxy, a client the
+            store built (``MODELSHELF_DIRECT_HTTP``; default on). It costs a fifth of
+            botocore's client CPU per request; turn it off to send everything through botocore
+            (and its hooks).
 
     Raises:
         ConfigurationError: A malformed URI, an unknown profile or an out-of-range setting.
@@ -270,8 +271,8 @@ class S3Store:
 
     @property
     def _transport(self) -> Any:
-        # GetObject, HeadObject, PutObject, ListObjectsV2 and multipart uploads go direct where
-        # that fits; the rest, botocore.
+        # Object reads, writes, deletes, listings and multipart uploads go direct where that
+        # fits; the rest (admin calls), botocore.
         return self._direct if self._direct is not None else self._client
 
     def _client_config(self, endpoint_url: str | None) -> Config:
@@ -579,7 +580,7 @@ class S3Store:
         while True:
             page: dict[str, Any] = self._with_retries(
                 f"list multipart uploads {prefix!r} in {self.uri}",
-                functools.partial(self._client.list_multipart_uploads, **kwargs),
+                functools.partial(self._transport.list_multipart_uploads, **kwargs),
             )
             for upload in page.get("Uploads", ()):
                 if upload["Initiated"] < cutoff:
@@ -596,7 +597,7 @@ class S3Store:
             self._with_retries(
                 f"abort upload of {self._where(key)}",
                 functools.partial(
-                    self._client.abort_multipart_upload,
+                    self._transport.abort_multipart_upload,
                     Bucket=self._bucket,
                     Key=self._full(key),
                     UploadId=upload_id,
@@ -1184,7 +1185,7 @@ class S3Store:
 
         def call() -> None:
             try:
-                self._client.delete_object(Bucket=self._bucket, Key=full)
+                self._transport.delete_object(Bucket=self._bucket, Key=full)
             except ClientError as exc:
                 if kind_of(exc) is not Kind.MISSING:
                     raise

@@ -1,5 +1,5 @@
-"""GetObject, HeadObject, PutObject, ListObjectsV2 and multipart uploads over urllib3, for
-S3-compatible endpoints.
+"""GetObject, HeadObject, PutObject, DeleteObject, ListObjectsV2 and multipart uploads over
+urllib3, for S3-compatible endpoints.
 
 botocore spends about 1.5-2.5 ms of client CPU on every request (event hooks, its parameter
 validator, serializer, response parser), measured against SeaweedFS on 127.0.0.1, where the
@@ -52,8 +52,8 @@ _META = "x-amz-meta-"
 
 
 class DirectS3:
-    """A signed-request transport for GetObject, HeadObject, PutObject, ListObjectsV2 and
-    CreateMultipartUpload, UploadPart, CompleteMultipartUpload, AbortMultipartUpload.
+    """A signed-request transport for GetObject, HeadObject, PutObject, DeleteObject,
+    ListObjectsV2 and the multipart uploads' Create, UploadPart, Complete, Abort and List.
 
     Args:
         endpoint_url: ``http(s)://host[:port][/path]``; keys go path-style under it.
@@ -292,6 +292,36 @@ class DirectS3:
             _EMPTY_SHA256,
             query={"uploadId": UploadId},
         )
+        try:
+            response.drain_conn()
+        finally:
+            response.release_conn()
+        return {}
+
+    def list_multipart_uploads(
+        self,
+        *,
+        Bucket: str,  # noqa: N803
+        Prefix: str = "",  # noqa: N803
+        KeyMarker: str | None = None,  # noqa: N803
+        UploadIdMarker: str | None = None,  # noqa: N803
+    ) -> dict[str, Any]:
+        """ListMultipartUploads, one page, in botocore's shape (the keys this store reads)."""
+        query = {"uploads": "", "prefix": Prefix}
+        query |= _present({"key-marker": KeyMarker, "upload-id-marker": UploadIdMarker})
+        operation = "ListMultipartUploads"
+        response = self._send(operation, "GET", Bucket, None, {}, None, _EMPTY_SHA256, query=query)
+        try:
+            data = response.read()
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise self._broken(exc) from exc
+        finally:
+            response.release_conn()
+        return _parse_uploads(operation, data)
+
+    def delete_object(self, *, Bucket: str, Key: str) -> dict[str, Any]:  # noqa: N803
+        """DeleteObject (S3 answers 204 whether or not the key existed)."""
+        response = self._send("DeleteObject", "DELETE", Bucket, Key, {}, None, _EMPTY_SHA256)
         try:
             response.drain_conn()
         finally:
@@ -569,6 +599,35 @@ def _complete_body(parts: Iterable[Mapping[str, Any]]) -> bytes:
     return (
         f'<CompleteMultipartUpload xmlns="{_S3_XMLNS}">{"".join(items)}</CompleteMultipartUpload>'
     ).encode()
+
+
+def _parse_uploads(operation: str, data: bytes) -> dict[str, Any]:
+    """A ListMultipartUploads answer in botocore's shape: ``Uploads`` (``Key``, ``UploadId``,
+    ``Initiated``), ``IsTruncated`` and the next markers."""
+    try:
+        root = ElementTree.fromstring(data)
+    except ElementTree.ParseError as exc:
+        raise ConnectionClosedError(
+            endpoint_url=f"a {operation} answer that is not XML", error=exc
+        ) from exc
+    uploads: list[dict[str, Any]] = []
+    result: dict[str, Any] = {"Uploads": uploads}
+    for child in root:
+        tag = _local(child.tag)
+        if tag == "Upload":
+            fields = {_local(field.tag): field.text or "" for field in child}
+            upload: dict[str, Any] = {
+                "Key": fields.get("Key", ""),
+                "UploadId": fields.get("UploadId", ""),
+            }
+            if fields.get("Initiated"):
+                upload["Initiated"] = parse_s3_timestamp(fields["Initiated"])
+            uploads.append(upload)
+        elif tag == "IsTruncated":
+            result["IsTruncated"] = (child.text or "").strip().lower() == "true"
+        elif tag in ("NextKeyMarker", "NextUploadIdMarker"):
+            result[tag] = child.text or ""
+    return result
 
 
 def _last_modified(headers: Mapping[str, str]) -> dt.datetime | None:
