@@ -415,3 +415,22 @@ def test_an_uploads_listing_page_is_read_as_botocore_shapes_it() -> None:
     assert page["Uploads"][0]["Initiated"].isoformat() == "2026-12-01T10:00:00+00:00"
     assert page["IsTruncated"] is True, "a truncated page must say so, or gc stops early"
     assert (page["NextKeyMarker"], page["NextUploadIdMarker"]) == ("r/m/blobs/sha256/b2", "u2")
+
+
+def test_a_gc_run_on_the_direct_transport_builds_no_botocore_client(
+    server: Backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from modelshelf import Registry
+
+    monkeypatch.setenv("MODELSHELF_GC_GRACE", "0.05")
+    registry = Registry(server.uri, cache_dir=tmp_path / "cache", **server.store_options)
+    for i in range(3):
+        (tmp_path / "m.bin").write_bytes(f"weights {i}".encode())
+        registry.push("m", tmp_path / "m.bin", bump="minor")
+    plan = registry.gc("m", keep_last=1, dry_run=False)
+    assert len(plan.delete_blobs) == 2, f"gc should have deleted two old blobs: {plan}"
+    store = registry.store
+    assert isinstance(store, S3Store) and store.direct
+    assert store._built_client is None, (
+        "a gc run (listings, deletes, its uploads sweep) built botocore"
+    )
