@@ -406,12 +406,15 @@ def test_an_uploads_listing_page_is_read_as_botocore_shapes_it() -> None:
     <Initiated>2026-12-01T10:00:00.000Z</Initiated><StorageClass>STANDARD</StorageClass></Upload>
   <Upload><Key>r/m/blobs/sha256/b2</Key><UploadId>u2</UploadId>
     <Initiated>2026-12-02T11:30:00.000Z</Initiated></Upload>
+  <Upload><Key>r/m/blobs/sha256/c3</Key><UploadId>u3</UploadId></Upload>
 </ListMultipartUploadsResult>""",
     )
     assert [(u["Key"], u["UploadId"]) for u in page["Uploads"]] == [
         ("r/m/blobs/sha256/a1", "u1"),
         ("r/m/blobs/sha256/b2", "u2"),
+        ("r/m/blobs/sha256/c3", "u3"),
     ]
+    assert "Initiated" not in page["Uploads"][2], "an unknown start must not read as a time"
     assert page["Uploads"][0]["Initiated"].isoformat() == "2026-12-01T10:00:00+00:00"
     assert page["IsTruncated"] is True, "a truncated page must say so, or gc stops early"
     assert (page["NextKeyMarker"], page["NextUploadIdMarker"]) == ("r/m/blobs/sha256/b2", "u2")

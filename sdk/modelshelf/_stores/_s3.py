@@ -583,7 +583,9 @@ class S3Store:
                 functools.partial(self._transport.list_multipart_uploads, **kwargs),
             )
             for upload in page.get("Uploads", ()):
-                if upload["Initiated"] < cutoff:
+                # An upload whose start the server does not say is not known to be stale.
+                initiated = upload.get("Initiated")
+                if initiated is not None and initiated < cutoff:
                     found.append((upload["Key"][len(root) :], upload["UploadId"]))
             if not page.get("IsTruncated"):
                 return found
