@@ -942,10 +942,9 @@ class S3Store:
             }
             if checksums:
                 create["ChecksumAlgorithm"] = "SHA256"
-            # On the direct transport when the parts go there (their digests are known).
-            transport = direct if direct is not None else self._client
+            # With its parts: on the direct transport where that fits (their digests are known).
             upload_id: str = self._with_retries(
-                action, lambda: transport.create_multipart_upload(**create)["UploadId"]
+                action, lambda: self._transport.create_multipart_upload(**create)["UploadId"]
             )
             try:
                 if prepared is not None:

@@ -146,10 +146,7 @@ class DirectS3:
         """HeadObject; with ``ChecksumMode="ENABLED"`` the stored checksum comes back too."""
         headers = _present({"x-amz-checksum-mode": ChecksumMode})
         response = self._send("HeadObject", "HEAD", Bucket, Key, headers, None, _EMPTY_SHA256)
-        try:
-            response.drain_conn()
-        finally:
-            response.release_conn()
+        _drain(response)
         got = response.headers
         result = _common(got)
         result.update(
@@ -186,10 +183,7 @@ class DirectS3:
             }
         )
         response = self._send("PutObject", "PUT", Bucket, Key, headers, Body, PayloadSHA256)
-        try:
-            response.drain_conn()
-        finally:
-            response.release_conn()
+        _drain(response)
         return _common(response.headers)
 
     def upload_part(
@@ -216,10 +210,7 @@ class DirectS3:
         response = self._send(
             "UploadPart", "PUT", Bucket, Key, headers, Body, PayloadSHA256, query=query
         )
-        try:
-            response.drain_conn()
-        finally:
-            response.release_conn()
+        _drain(response)
         return _common(response.headers)
 
     def create_multipart_upload(
@@ -292,10 +283,7 @@ class DirectS3:
             _EMPTY_SHA256,
             query={"uploadId": UploadId},
         )
-        try:
-            response.drain_conn()
-        finally:
-            response.release_conn()
+        _drain(response)
         return {}
 
     def list_multipart_uploads(
@@ -311,21 +299,12 @@ class DirectS3:
         query |= _present({"key-marker": KeyMarker, "upload-id-marker": UploadIdMarker})
         operation = "ListMultipartUploads"
         response = self._send(operation, "GET", Bucket, None, {}, None, _EMPTY_SHA256, query=query)
-        try:
-            data = response.read()
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise self._broken(exc) from exc
-        finally:
-            response.release_conn()
-        return _parse_uploads(operation, data)
+        return _parse_uploads(operation, self._body(response))
 
     def delete_object(self, *, Bucket: str, Key: str) -> dict[str, Any]:  # noqa: N803
         """DeleteObject (S3 answers 204 whether or not the key existed)."""
         response = self._send("DeleteObject", "DELETE", Bucket, Key, {}, None, _EMPTY_SHA256)
-        try:
-            response.drain_conn()
-        finally:
-            response.release_conn()
+        _drain(response)
         return {}
 
     def list_objects_v2(
@@ -351,13 +330,7 @@ class DirectS3:
         response = self._send(
             "ListObjectsV2", "GET", Bucket, None, {}, None, _EMPTY_SHA256, query=query
         )
-        try:
-            data = response.read()
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise self._broken(exc) from exc
-        finally:
-            response.release_conn()
-        return _parse_listing(data)
+        return _parse_listing(self._body(response))
 
     # -- one signed request ----------------------------------------------------------
 
@@ -398,23 +371,21 @@ class DirectS3:
             raise _client_error(operation, response)
         return response
 
+    def _body(self, response: urllib3.BaseHTTPResponse) -> bytes:
+        """A small answer's whole body; the connection goes back to the pool."""
+        try:
+            return response.read()
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise self._broken(exc) from exc
+        finally:
+            response.release_conn()
+
     def _answer(self, operation: str, response: urllib3.BaseHTTPResponse, field: str) -> str:
         """``field`` of a small XML answer; an ``Error`` document (S3 sends one with a 200
         when a complete fails late) as the :class:`ClientError` botocore would raise, and an
         answer without the field as a connection broken after sending."""
         status, headers = response.status, dict(response.headers)
-        try:
-            data = response.read()
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise self._broken(exc) from exc
-        finally:
-            response.release_conn()
-        try:
-            root = ElementTree.fromstring(data)
-        except ElementTree.ParseError as exc:
-            raise ConnectionClosedError(
-                endpoint_url=f"a {operation} answer that is not XML", error=exc
-            ) from exc
+        root = _xml_root(f"a {operation} answer", self._body(response))
         fields = {_local(child.tag): (child.text or "") for child in root}
         if _local(root.tag) == "Error":
             raise _error(
@@ -548,16 +519,29 @@ def _common(headers: Mapping[str, str]) -> dict[str, Any]:
     return result
 
 
+def _drain(response: urllib3.BaseHTTPResponse) -> None:
+    """Read an answer's (empty) body to its end so that its connection is reused."""
+    try:
+        response.drain_conn()
+    finally:
+        response.release_conn()
+
+
+def _xml_root(what: str, data: bytes) -> ElementTree.Element:
+    """The root of an XML answer; one that is not XML as a connection broken after sending."""
+    try:
+        return ElementTree.fromstring(data)
+    except ElementTree.ParseError as exc:
+        raise ConnectionClosedError(endpoint_url=f"{what} that is not XML", error=exc) from exc
+
+
 def _local(tag: str) -> str:
     return tag.rpartition("}")[2]
 
 
 def _parse_listing(data: bytes) -> dict[str, Any]:
     """A ListObjectsV2 answer in botocore's shape (the keys this store reads)."""
-    try:
-        root = ElementTree.fromstring(data)
-    except ElementTree.ParseError as exc:
-        raise ConnectionClosedError(endpoint_url="a listing that is not XML", error=exc) from exc
+    root = _xml_root("a listing", data)
     contents: list[dict[str, Any]] = []
     prefixes: list[dict[str, str]] = []
     result: dict[str, Any] = {"Contents": contents, "CommonPrefixes": prefixes}
@@ -604,12 +588,7 @@ def _complete_body(parts: Iterable[Mapping[str, Any]]) -> bytes:
 def _parse_uploads(operation: str, data: bytes) -> dict[str, Any]:
     """A ListMultipartUploads answer in botocore's shape: ``Uploads`` (``Key``, ``UploadId``,
     ``Initiated``), ``IsTruncated`` and the next markers."""
-    try:
-        root = ElementTree.fromstring(data)
-    except ElementTree.ParseError as exc:
-        raise ConnectionClosedError(
-            endpoint_url=f"a {operation} answer that is not XML", error=exc
-        ) from exc
+    root = _xml_root(f"a {operation} answer", data)
     uploads: list[dict[str, Any]] = []
     result: dict[str, Any] = {"Uploads": uploads}
     for child in root:
