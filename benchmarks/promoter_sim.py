@@ -29,7 +29,9 @@ is allowed; 1% -> 3% errors; heavy (Pareto) tails with p99 x1.5; a low base rate
 checks and, for scale, without them.
 
 Below the table, :func:`information_bound` prints what the error counts alone allow a healthy
-canary at 200 requests a minute within 3 h (the acceptance figure the default policy misses).
+canary at 200 requests a minute within 3 h (the acceptance figure the default policy misses),
+what a planned-horizon design would (:func:`spending_bound`), and what a one-time test at a
+fixed horizon, valid at any look, adds to the judge's gate (:func:`horizon_bound`).
 
 Usage: ``python benchmarks/promoter_sim.py [--canaries 1000] [--seed 7] [--check 2]
 [--only NAME]``
@@ -264,6 +266,49 @@ def _caps_apply(capped: Array, errors: Array, members: npt.NDArray[np.bool_]) ->
     return counted
 
 
+def _binomial_lower_tail(successes: float, trials: float, p: float) -> float:
+    """``P(Binomial(trials, p) <= successes)``, summed in log space (no normal approximation)."""
+    n, c = int(trials), int(successes)
+    if c >= n:
+        return 1.0
+    if p <= 0.0:
+        return 1.0
+    if p >= 1.0:
+        return 0.0
+    log_p, log_q = math.log(p), math.log1p(-p)
+    head = math.lgamma(n + 1)
+    terms = [
+        head - math.lgamma(k + 1) - math.lgamma(n - k + 1) + k * log_p + (n - k) * log_q
+        for k in range(c + 1)
+    ]
+    top = max(terms)
+    return min(1.0, math.exp(top) * sum(math.exp(t - top) for t in terms))
+
+
+@dataclass(frozen=True)
+class HorizonTest:
+    """A one-time promotion test at a fixed time after the canary's start (this benchmark's
+    analysis only; the judge does not have it).
+
+    At the look ``decide_seconds`` after the start, and at no other, the canary's share of
+    the errors in the promotion step's windows that started before ``data_seconds`` is
+    tested against its share at ``error_worse_ratio``: given the windows' error counts it is
+    a sum of independent Bernoulli trials (Poisson-binomial) under that ratio, whose lower
+    tail is at most the binomial one with the mean probability (Hoeffding 1956, Theorem 4)
+    below its mean minus one. Passing at level ``beta`` stands in for the sequential error
+    gate, which keeps ``policy.beta - beta``; the latency gate is unchanged. A test that can
+    reject only at one fixed time is valid however often the promoter looks (its rejection
+    event does not depend on the looks), so this is an always-valid gate, not a planned
+    group-sequential design. ``decide_seconds - data_seconds`` is the reader's lateness
+    bound: by then the horizon's windows are closed and no late object changes them.
+    Active's errors enter capped as in the gate (fewer errors can only raise the p-value).
+    """
+
+    beta: float
+    data_seconds: float
+    decide_seconds: float
+
+
 def _catch_minimum(base: Array, share: Array, r0: float, catch: float, alpha: float) -> Array:
     ok = (base > 0) & (share > 0) & (share < 1)
     s = np.where(ok, share, 0.5)
@@ -333,8 +378,21 @@ def _arm_stats(count: int, errors: int, bins_row: Array, k_lo: int) -> ArmStats:
     return ArmStats(count=count, errors=errors, latency=sketch_from_bins(bins))
 
 
-def simulate(sc: Scenario, policy: PromotionPolicy, canaries: int, seed: int, check: int) -> Result:
-    """Run ``canaries`` canaries of one scenario; replay ``check`` of them through judge()."""
+def simulate(
+    sc: Scenario,
+    policy: PromotionPolicy,
+    canaries: int,
+    seed: int,
+    check: int,
+    horizon: HorizonTest | None = None,
+) -> Result:
+    """Run ``canaries`` canaries of one scenario; replay ``check`` of them through judge().
+
+    With ``horizon`` the gate is the judge's plus :class:`HorizonTest` (then ``check`` must
+    be 0: the real judge has no such test to replay).
+    """
+    if horizon is not None and check:
+        raise ValueError("a horizon test cannot be replayed through judge(): pass check=0")
     began = time.perf_counter()
     rng = np.random.default_rng(seed)
     k = canaries
@@ -356,7 +414,7 @@ def simulate(sc: Scenario, policy: PromotionPolicy, canaries: int, seed: int, ch
     alts_up = r0 * np.exp(np.array(ROLLBACK_LOG_STEPS))
     alts_down = rw * np.exp(-math.log(rw) + np.array(GATE_LOG_RATIOS) * math.log(rw))
     thr_err = math.log(1.0 / policy.error_alpha)
-    thr_gate = math.log(1.0 / policy.beta)
+    thr_gate = math.log(1.0 / (policy.beta - (horizon.beta if horizon else 0.0)))
     thr_lat = math.log(1.0 / policy.latency_alpha)
     alts_tail = np.exp(np.array(ROLLBACK_LOG_STEPS))
     per_look = sc.rpm * INTERVAL / 60.0
@@ -378,6 +436,13 @@ def simulate(sc: Scenario, policy: PromotionPolicy, canaries: int, seed: int, ch
         "down": np.zeros((k, len(alts_down))),
         "up_max": np.zeros(k),
         "down_max": np.zeros(k),
+        # The horizon test's sums: canary errors, errors (active's capped), errors and their
+        # probabilities at the worse ratio (uncapped); its outcome.
+        "hz_c": np.zeros(k),
+        "hz_m": np.zeros(k),
+        "hz_all": np.zeros(k),
+        "hz_mean": np.zeros(k),
+        "hz_ok": np.zeros(k, dtype=bool),
         "cap_c": np.zeros((k, BUCKETS)),
         "cap_a": np.zeros((k, BUCKETS)),
         "lat_a": np.zeros((k, nb)),
@@ -460,6 +525,8 @@ def simulate(sc: Scenario, policy: PromotionPolicy, canaries: int, seed: int, ch
         y_a_gate = _caps_apply(st["cap_a"], be_a, active_members)
         st["up"] += _cond_llr(y_c_rb, y_a, share, r0, alts_up)
         st["down"] += _cond_llr(y_c, y_a_gate, share, rw, alts_down)
+        if horizon is not None:
+            _horizon_window(st, horizon, policy, run, share, y_c, y_a, y_a_gate)
         for key, add in (("n_a", n_a), ("y_a", y_a), ("n_c", n_c), ("y_c", y_c)):
             st[key] += add
         st["sn_a"] += n_a
@@ -541,7 +608,7 @@ def simulate(sc: Scenario, policy: PromotionPolicy, canaries: int, seed: int, ch
 
         # --- the judge's rules ----------------------------------------------------------------
         err_alarm = st["up_max"] >= thr_err
-        gate_ok = (st["down_max"] >= thr_gate) & gate_lat
+        gate_ok = ((st["down_max"] >= thr_gate) | st["hz_ok"]) & gate_lat
         base = np.where(st["n_a"] > 0, st["y_a"] / np.maximum(st["n_a"], 1), 0.0)
         need_c = np.maximum(
             policy.min_requests_per_arm,
@@ -592,6 +659,38 @@ def simulate(sc: Scenario, policy: PromotionPolicy, canaries: int, seed: int, ch
             st = {name: value[keep] for name, value in st.items()}
     res.seconds = time.perf_counter() - began
     return res
+
+
+def _horizon_window(
+    st: dict[str, np.ndarray],
+    horizon: HorizonTest,
+    policy: PromotionPolicy,
+    run: int,
+    share: Array,
+    y_c: Array,
+    y_a: Array,
+    y_a_gate: Array,
+) -> None:
+    """Add one window to the horizon test's sums; at its one look, apply it."""
+    ended = run * INTERVAL  # this window started INTERVAL earlier
+    if ended - INTERVAL < horizon.data_seconds:
+        rw = policy.error_worse_ratio
+        use = (share > 0) & (share < 1) & (st["step"] >= policy.promotion_index)
+        worse_p = rw * share / (rw * share + 1 - share)
+        st["hz_c"] += np.where(use, y_c, 0.0)
+        st["hz_m"] += np.where(use, y_c + y_a_gate, 0.0)
+        st["hz_all"] += np.where(use, y_c + y_a, 0.0)
+        st["hz_mean"] += np.where(use, (y_c + y_a) * worse_p, 0.0)
+    if ended != horizon.decide_seconds:
+        return
+    passed = []
+    sums = (st["hz_c"], st["hz_m"], st["hz_all"], st["hz_mean"])
+    for c, m, total, mean in zip(*sums, strict=True):
+        if total <= 0 or c > mean - 1:
+            passed.append(False)
+            continue
+        passed.append(_binomial_lower_tail(c, math.floor(m), mean / total) <= horizon.beta)
+    st["hz_ok"] = np.array(passed, dtype=bool)
 
 
 def _replay(
@@ -832,6 +931,40 @@ def spending_bound(
     return healthy, bad
 
 
+FAST_RAMP = {"steps": (0.05, 0.5, 1.0), "min_requests_per_arm": 100, "catch_error_ratio": 6.0}
+"""A shorter ramp for :func:`horizon_bound`: 5% for about 20 minutes at 200 req/min, then 50%."""
+
+
+def horizon_bound(
+    policy: PromotionPolicy, canaries: int, seed: int
+) -> list[tuple[str, float, float]]:
+    """What a one-time test at a fixed horizon (:class:`HorizonTest`, 80% of ``beta``) adds
+    to the judge at 200 req/min: per variant, the share of healthy canaries promoted within
+    3 h and of 1.5x error canaries promoted at all.
+
+    Variants: the given policy with the horizon's windows up to 2 h 45 min and its look at
+    3 h (the reader closes a window 15 minutes after it starts); :data:`FAST_RAMP`, same
+    horizon; and :data:`FAST_RAMP` with windows up to 3 h at the 3 h look, which is valid
+    only if that look's outcome is recorded once and never recomputed from later objects.
+    """
+    by_name = {(sc.name, sc.rpm): sc for sc in scenarios()}
+    healthy, bad = by_name[("A/A", 200.0)], by_name[("errors 1.5x", 200.0)]
+    fast = policy.model_copy(update=FAST_RAMP)
+    share = 0.8 * policy.beta
+    variants = [
+        ("default steps, windows to 2 h 45 min", policy, HorizonTest(share, 9900, 10800)),
+        ("steps 5 -> 50%, windows to 2 h 45 min", fast, HorizonTest(share, 9900, 10800)),
+        ("steps 5 -> 50%, windows to 3 h, recorded once", fast, HorizonTest(share, 10800, 10800)),
+    ]
+    out = []
+    for label, pol, test in variants:
+        good = simulate(healthy, pol, canaries, seed, 0, test)
+        worse = simulate(bad, pol, canaries, seed + 1, 0, test)
+        within = float(np.mean((good.outcome == 2) & (good.minutes <= 180)))
+        out.append((label, within, float(np.mean(worse.outcome == 2))))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run every scenario and print the table."""
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
@@ -903,6 +1036,12 @@ def main(argv: list[str] | None = None) -> int:
         f"test with a look every 5 min and beta {policy.beta:g} spent over the 3 h "
         "(O'Brien-Fleming-type; 100,000 runs): valid at its planned looks, not at any time"
     )
+    for label, fast_within, bad_promoted in horizon_bound(policy, args.canaries, args.seed):
+        print(
+            f"a one-time test at a fixed horizon added to the gate (beta {0.8 * policy.beta:g} of "
+            f"{policy.beta:g}, look at 3 h), {label}: healthy at 200 req/min {fast_within:.1%} "
+            f"promoted within 3 h, 1.5x errors {bad_promoted:.1%} promoted"
+        )
     print(f"total {time.perf_counter() - started:.0f} s")
     return 0
 
