@@ -194,3 +194,98 @@ def test_the_grace_resolves_argument_then_environment_then_sixty_seconds(
         monkeypatch.setenv("MODELSHELF_GC_GRACE", bad)
         with pytest.raises(ConfigurationError, match="MODELSHELF_GC_GRACE"):
             gc_grace_setting()
+
+
+def test_a_push_puts_back_a_blob_a_gc_run_deleted_between_its_upload_and_its_look(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The upload found the blob present; a whole gc run (condemn, wait, delete, remove the
+    # condemnation) then fits before the push lists the condemnations and finds none.
+    old, _ = _two_versions(registry)
+    _gc_before_the_first_look(registry, monkeypatch)
+    again = registry.push("m", {"weights": "old"}, version="1.2.0")
+    assert again.files[0].sha256 == old.files[0].sha256
+    assert _exists(registry, _blob(registry, old)), (
+        "the push committed a version whose blob gc deleted before the push looked"
+    )
+    registry.verify("m:1.2.0")
+
+
+def test_an_alias_change_refuses_a_version_a_gc_run_collected_before_its_look(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _two_versions(registry)
+    registry.push("m", {"weights": "newest"}, version="1.2.0")
+    registry.set_active("m", "1.2.0")
+    generation = registry.aliases("m").generation
+    _gc_before_the_first_look(registry, monkeypatch)  # 1.0.0 and 1.1.0 expire meanwhile
+    with pytest.raises(BlobsMissingError, match=r"m:1\.0\.0 cannot serve.*no alias was changed"):
+        registry.set_active("m", "1.0.0")
+    assert registry.aliases("m").active == "1.2.0"
+    assert registry.aliases("m").generation == generation, "the refused change was recorded"
+
+
+def _gc_before_the_first_look(registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run one whole gc run right before the writer's first look for condemnations."""
+    from modelshelf._versions._retention import CondemnationGuard
+
+    original = CondemnationGuard.before_commit
+    ran: list[Any] = []
+
+    def gc_first(self: CondemnationGuard, digests: Any, repair: Any) -> None:
+        if not ran:
+            ran.append(registry.gc("m", keep_last=1, dry_run=False))
+            assert ran[0].delete_blobs, "the gc run injected before the look deleted nothing"
+        original(self, digests, repair)
+
+    monkeypatch.setattr(CondemnationGuard, "before_commit", gc_first)
+
+
+class _SlowCondemnationCreate:
+    """The store, but a condemnation's create reaches it ``delay`` seconds after it is sent,
+    and ``just_before`` runs right before it becomes visible."""
+
+    def __init__(self, inner: Any, delay: float, just_before: Any) -> None:
+        self.inner = inner
+        self.delay = delay
+        self.just_before = just_before
+
+    def put(self, key: str, data: bytes, **kwargs: Any) -> Any:
+        if key.startswith(gc_prefix("m")):
+            time.sleep(self.delay)
+            self.just_before()
+        return self.inner.put(key, data, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_a_slow_condemnation_create_still_gives_a_writer_that_just_missed_it_half_a_grace(
+    registry: Registry,
+) -> None:
+    grace = 0.4
+    old, _ = _two_versions(registry)
+    commits: list[threading.Thread] = []
+
+    def writer_looks_and_commits() -> None:
+        assert read_condemnations(registry.store, "m") == [], "the writer looks before it exists"
+
+        def commit() -> None:
+            time.sleep(grace / 2 - 0.05)  # within its half grace of that look
+            card = old.card.model_copy(update={"version": "1.2.0"})
+            manifest = old.model_copy(
+                update={"version": "1.2.0", "card": card, "created_at": utcnow()}
+            )
+            registry.store.put(manifest_key("m", "1.2.0"), manifest.to_json())
+
+        commits.append(threading.Thread(target=commit))
+        commits[0].start()
+
+    store = _SlowCondemnationCreate(registry.store, grace - 0.05, writer_looks_and_commits)
+    plan = run_gc(store, "m", protected=lambda: set(), keep_last=1, grace=grace, who="ops")
+    commits[0].join()
+    assert plan.spared_blobs == [_blob(registry, old)], (
+        "gc's re-read came less than a grace after its condemnation appeared and missed a "
+        "commit made within half a grace of a look that just missed the condemnation"
+    )
+    registry.verify("m:1.2.0")

@@ -49,12 +49,11 @@ class BlobCheck:
         self.guard = CondemnationGuard(store, name, gc_grace)
 
     def before_claim(self) -> None:
-        """HEAD every blob and wait out any gc run that condemned one.
+        """Wait out any gc run that condemned a blob, then HEAD every blob.
 
         Raises:
             BlobsMissingError: A blob is gone; nothing was written.
         """
-        self._require(recorded=False)
         self.guard.before_commit(self.digests, lambda _: self._require(recorded=False))
 
     def after_claim(self) -> None:

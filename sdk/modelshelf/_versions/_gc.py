@@ -224,13 +224,16 @@ def _one_round(
     if not plan.delete_blobs:
         return [], [], []
     name = plan.name
-    t0 = clock()  # before the write: the condemnation is visible only after this
+    t0 = clock()  # before the create: it bounds when this run's condemnation became visible
     key = write_condemnation(
         store, name, (_digest(k) for k, _ in plan.delete_blobs), who=who, grace=grace
     )
+    # After the create returned: it is visible by now, and a writer that listed just before
+    # it appeared gets its whole half grace however long the create took.
+    t1 = clock()
     try:
         _drop_stale_condemnations(store, name, key)
-        remaining = grace - (clock() - t0)
+        remaining = grace - (clock() - t1)
         if remaining > 0:
             sleep(remaining)
         needed = _needed_now(store, plan, protected)

@@ -151,8 +151,9 @@ class Pusher:
             def put_back(digests: Collection[str]) -> None:
                 self._put_back(name, local, digests)
 
-            # Invariant 13: commit only blobs no gc run in progress has condemned, within
-            # half a grace of looking; a slower commit looks again and puts back.
+            # Invariant 13: commit only blobs no gc run in progress has condemned and that
+            # are there after looking (the upload's checks came before it), within half a
+            # grace of looking; a slower commit looks again and puts back.
             guard = CondemnationGuard(self.store, name, self.gc_grace)
             guard.before_commit(set(local), put_back)
             manifest = self._commit(
@@ -170,10 +171,11 @@ class Pusher:
 
     def _put_back(self, name: str, local: dict[str, Path], digests: Collection[str]) -> None:
         """Upload again every blob of ``digests`` that is gone (a gc run deleted it)."""
+        presence = BlobPresence(self.store, name, len(digests))  # many files: one listing
         for digest in digests:
             key = blob_key(name, digest)
             try:
-                self.store.head(key)
+                presence.head(key)
             except KeyNotFoundError:
                 try:
                     self.store.put_file(key, local[digest], mode=CREATE, sha256=digest)

@@ -4,9 +4,10 @@ The protocol is docs/design.md, "Retention" (mark, wait, re-read, sweep) and inv
 a gc run creates ``{model}/gc/{time}-{random}.json`` naming its candidate blobs, waits a grace
 period, re-reads, and deletes. A writer that is about to commit something needing blobs
 (a push's manifest, an alias change's history record) first lists the condemnations
-(:class:`CondemnationGuard`): none naming its blobs means it has half a grace to commit;
-one naming them means it waits until that run is over and then puts back (or refuses on)
-what was deleted. Durations are only ever measured on one process's monotonic clock.
+(:class:`CondemnationGuard`): none naming its blobs means it checks that they are there
+(after the listing: a run may have ended just before it) and has half a grace from the
+listing to commit; one naming them means it waits until that run is over first.
+Durations are only ever measured on one process's monotonic clock.
 """
 
 from __future__ import annotations
@@ -136,10 +137,12 @@ class CondemnationGuard:
     def before_commit(
         self, digests: Collection[str], repair: Callable[[Collection[str]], None]
     ) -> None:
-        """Return once no gc run in progress names ``digests``; the commit must follow.
+        """Return once no gc run in progress names ``digests`` and they are all there; the
+        commit must follow within half a grace of :attr:`checked_at`.
 
-        ``repair`` gets the digests a run named after that run ended: it HEADs them and
-        puts back (or refuses on) the missing ones.
+        ``repair`` gets ``digests`` after the listing that found no run naming them: it
+        HEADs them and puts back (or refuses on) the missing ones. A check made before that
+        listing does not count, because a whole run may have ended between the two.
 
         Raises:
             CommitStateUnknownError: gc runs kept condemning these blobs.
@@ -148,9 +151,9 @@ class CondemnationGuard:
             self.checked_at = self.clock()
             named = self._naming(digests)
             if not named:
+                repair(digests)
                 return
-            self._wait_out(named)
-            repair(digests)
+            self._wait_out(named)  # then look again: another run may have condemned since
         raise CommitStateUnknownError(
             f"gc runs on {self.name!r} kept condemning blobs this change needs "
             f"({_MAX_CHECKS} checks); nothing was committed, try again after gc"
