@@ -24,13 +24,20 @@ import pytest
 
 from modelshelf import ModelshelfError, Registry
 
+# Read here, in the test's process: the workers are spawned after the test environment has
+# cleared every MODELSHELF_ variable, so they get the count as an argument.
 ROUNDS = int(os.environ.get("MODELSHELF_TEST_GC_ROUNDS", "200"))
 # How often gc must have condemned the shared blob (planned while no kept version used it)
-# for the race to count as exercised; rounds go on past ROUNDS, up to MAX_ROUNDS, until it
+# for the race to count as exercised; rounds go on past ROUNDS, up to four times ROUNDS, until it
 # has: how often gc plans inside a round's window depends on how long a gc run takes on the
 # store and on the machine's load.
-EXERCISED = max(1, ROUNDS // 40)
-MAX_ROUNDS = 4 * ROUNDS
+
+
+def _exercised(rounds: int) -> int:
+    return max(1, rounds // 40)
+
+
+EXERCISED = _exercised(ROUNDS)
 GRACE = "0.05"
 MODEL = "churn"
 TIMEOUT = 2400  # SeaweedFS: gc reads every manifest per run, 400 by the end
@@ -78,6 +85,7 @@ def _push_worker(
     runs: Any,
     shared_blob: Any,
     results: Any,
+    planned: int,
 ) -> None:
     registry = Registry(uri, cache_dir=cache, user="pusher", **options)
     rng = random.Random(7)
@@ -88,8 +96,8 @@ def _push_worker(
     failed: list[str] = []
     rounds = 0
     try:
-        for i in range(MAX_ROUNDS):
-            if i >= ROUNDS and shared_blob[0] + shared_blob[1] >= EXERCISED:
+        for i in range(4 * planned):  # at most four times the planned rounds
+            if i >= planned and shared_blob[0] + shared_blob[1] >= _exercised(planned):
                 break
             rounds = i + 1
             # A version with fresh bytes: the reusing version before it expires now.
@@ -151,6 +159,7 @@ def test_gc_never_deletes_a_blob_a_version_committed_meanwhile_needs(
             runs,
             shared_blob,
             results,
+            ROUNDS,
         ),
     )
     started = time.monotonic()
@@ -180,7 +189,7 @@ def test_gc_never_deletes_a_blob_a_version_committed_meanwhile_needs(
     assert failed == [], f"{len(failed)} pushes failed while gc ran: {failed[:3]}"
     # How many of 200 rounds gc plans between a filler and the reusing push varies with the
     # store and the day (seen: 15 to 149 on a folder, 4 to 13 on SeaweedFS), hence the extra
-    # rounds up to MAX_ROUNDS.
+    # rounds up to four times ROUNDS.
     condemned = shared_blob[0] + shared_blob[1]
     assert condemned >= EXERCISED, (
         f"gc condemned the shared blob only {condemned} times in {rounds} rounds: the race "
