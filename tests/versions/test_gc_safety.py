@@ -14,7 +14,11 @@ from modelshelf import BlobsMissingError, ModelVersion, Registry
 from modelshelf._aliases import HistoryRecord, read_aliases
 from modelshelf._card import utcnow
 from modelshelf._versions import run_gc
-from modelshelf._versions._retention import read_condemnations, write_condemnation
+from modelshelf._versions._retention import (
+    CondemnationGuard,
+    read_condemnations,
+    write_condemnation,
+)
 from modelshelf.layout import blob_key, gc_prefix, history_key, manifest_key
 
 GRACE = 0.3
@@ -227,8 +231,6 @@ def test_an_alias_change_refuses_a_version_a_gc_run_collected_before_its_look(
 
 def _gc_before_the_first_look(registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
     """Run one whole gc run right before the writer's first look for condemnations."""
-    from modelshelf._versions._retention import CondemnationGuard
-
     original = CondemnationGuard.before_commit
     ran: list[Any] = []
 
