@@ -7,6 +7,8 @@ lists are exactly what the README and docs/design.md document.
 from __future__ import annotations
 
 import importlib
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -98,3 +100,34 @@ def test_return_types_of_the_public_api_are_exported() -> None:
         "VersionDiff",
     }
     assert registry_types <= set(modelshelf.__all__), "users must be able to name what they get"
+
+
+def test_a_type_checker_sees_every_exported_class_as_the_class(tmp_path: Path) -> None:
+    """The package ships ``py.typed``: a user's mypy must see ``S3Store`` (exported lazily so
+    that local-folder users do not import boto3) as the class, not as ``__getattr__``'s
+    ``object``, or ``store: S3Store = S3Store(...)`` fails to type-check. Each class is used
+    as an annotation, which a name typed as ``object`` cannot be."""
+    from mypy import api
+
+    lines: list[str] = []
+    for module_name in sorted(EXPORTED):
+        module = importlib.import_module(module_name)
+        for name in sorted(module.__all__):
+            if isinstance(getattr(module, name), type):
+                alias = f"{module_name.replace('.', '_')}_{name}"
+                lines.append(f"from {module_name} import {name} as {alias}")
+                lines.append(f"def _{alias}(value: {alias}) -> {alias}:\n    return value")
+    snippet = tmp_path / "uses_the_api.py"
+    snippet.write_text("\n".join(lines) + "\n")
+    root = Path(__file__).resolve().parent.parent
+    stdout, stderr, status = api.run(
+        [
+            str(snippet),
+            "--config-file", str(root / "pyproject.toml"),
+            "--cache-dir", str(tmp_path / "mypy-cache"),
+            "--python-executable", sys.executable,
+        ]
+    )  # fmt: skip
+    assert status == 0, (
+        f"exported classes a type checker does not see as classes:\n{stdout}{stderr}"
+    )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _package_version
+from typing import TYPE_CHECKING
 
 from ._aliases import Aliases, HistoryRecord, ServedVersion
 from ._card import (
@@ -86,6 +87,9 @@ from ._trust import (
     verify_folder,
 )
 from ._versions import Comparison, GcPlan, VersionDiff
+
+if TYPE_CHECKING:  # imported for real on first use, by __getattr__ below
+    from ._stores._s3 import S3Store
 
 try:
     __version__ = _package_version("modelshelf")
