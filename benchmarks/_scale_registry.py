@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modelshelf._aliases import Aliases, HistoryRecord, next_state
-from modelshelf._card import ModelCard, ModelVersion
+from modelshelf._card import FileEntry, ModelCard, ModelVersion
 from modelshelf.layout import aliases_key, blob_key, history_key, manifest_key
 
 if TYPE_CHECKING:
@@ -36,7 +36,7 @@ def _manifest(name: str, version: str, created: datetime) -> bytes:
         name=name,
         version=version,
         card=ModelCard(name=name, version=version, created_at=created, updated_at=created),
-        files=[{"path": "model.bin", "size": len(BLOB), "sha256": sha}],
+        files=[FileEntry(path="model.bin", size=len(BLOB), sha256=sha)],
         created_at=created,
         created_by="bench@scale",
     ).to_json()
@@ -235,9 +235,10 @@ def _alias_change(bench: Bench) -> Figure:
     ratios = iter([0.1, 0.2] * 100)
     m = bench.compare({"set_ratio": lambda: registry.set_ratio(name, next(ratios))})["set_ratio"]
     sc.print_measured("an alias change (set_ratio)", m)
-    return sc.Figure(
+    figure: Figure = sc.Figure(
         "history", "requests of one alias change (set_ratio)", str(m.requests), "-", None
     )
+    return figure
 
 
 def _push_op(bench: Bench, size: int, src: Path) -> tuple[str, Callable[[], object]]:

@@ -167,7 +167,8 @@ def _probs(cdf: Callable[[float], float], edges: Array) -> Array:
 def _log_mix(values: Array, weights: npt.ArrayLike) -> Array:
     w = np.asarray(weights, dtype=float)
     top = values.max(axis=-1, keepdims=True)
-    return (top + np.log((w * np.exp(values - top)).sum(axis=-1, keepdims=True)))[..., 0]
+    mixed: Array = (top + np.log((w * np.exp(values - top)).sum(axis=-1, keepdims=True)))[..., 0]
+    return mixed
 
 
 def _cond_llr(y_c: Array, y_a: Array, share: Array, r0: float, r1: npt.ArrayLike) -> Array:
@@ -261,7 +262,7 @@ def _caps_apply(capped: Array, errors: Array, members: npt.NDArray[np.bool_]) ->
     cap = CAP_FACTOR * mean + CAP_SLACK
     after = np.minimum(capped + errors, np.maximum(cap[:, None], capped))
     after = np.where(errors > 0, after, capped)
-    counted = (after - capped).sum(axis=1)
+    counted: Array = (after - capped).sum(axis=1)
     capped[...] = after
     return counted
 

@@ -41,6 +41,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from _seaweed import (
     Server,
@@ -68,8 +69,8 @@ class Setting:
     concurrency: int | None
     checksums: bool | None
 
-    def store_options(self) -> dict[str, object]:
-        options: dict[str, object] = {}
+    def store_options(self) -> dict[str, Any]:
+        options: dict[str, Any] = {}
         if self.part_size_mib is not None:
             options["part_size"] = self.part_size_mib * MiB
         if self.concurrency is not None:
@@ -121,7 +122,8 @@ class Results:
         return min(s.wall for s in self.samples[(tool, direction)])
 
     def median(self, tool: str, direction: str, what: str = "wall") -> float:
-        return statistics.median(getattr(s, what) for s in self.samples[(tool, direction)])
+        values: list[float] = [getattr(s, what) for s in self.samples[(tool, direction)]]
+        return statistics.median(values)
 
     def has(self, tool: str, direction: str) -> bool:
         return (tool, direction) in self.samples

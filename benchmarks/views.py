@@ -21,6 +21,7 @@ Usage: ``python benchmarks/views.py [--versions 50] [--history 500] [--hours 2] 
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import platform
@@ -75,6 +76,11 @@ def _card(i: int, rng: random.Random) -> dict[str, object]:
         "output_schema": {"type": "number"},
         "limitations": ["trained on logged-in traffic only"],
     }
+
+
+def _plus(start: datetime, minutes: int) -> datetime:
+    """The simulated clock of one promoter run, ``minutes`` after ``start``."""
+    return start + timedelta(minutes=minutes)
 
 
 def build(
@@ -142,7 +148,7 @@ def build(
     # step would look old at once: a day-long step keeps the canary under watch (it holds).
     update_policy(reg.store, MODEL, ["min_step_seconds=86400", "max_canary_seconds=172800"])
     for minute in range(5, minutes + 1, 5):
-        Promoter(reg, clock=lambda m=minute: started + timedelta(minutes=m)).run([MODEL])
+        Promoter(reg, clock=functools.partial(_plus, started, minute)).run([MODEL])
     return reg
 
 
